@@ -1,0 +1,204 @@
+"""Settings: one tree, read from `sensorlake.toml`, then `SENSORLAKE_*` variables, then flags.
+
+Precedence (highest first): command-line flags, environment (`SENSORLAKE_HTTP__PORT=9000`;
+nested names joined by `__`), the TOML file (`--config FILE`, `SENSORLAKE_CONFIG`, or
+`./sensorlake.toml` when present), the defaults below. `sensorlake config show` prints every
+value and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from sensorlake.errors import ConfigError
+
+ENV_PREFIX = "SENSORLAKE_"
+DEFAULT_CONFIG_FILE = Path("sensorlake.toml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8750, ge=0, le=65535, description="Port of the HTTP API (0 picks a free one).")
+    max_body_bytes: int = Field(
+        8 << 20, gt=0, description="Largest request body accepted, after gzip decompression (413).")
+    retry_after_seconds: int = Field(
+        2, ge=1, description="Retry-After sent with 503 when the log is full.")
+
+
+class LogSettings(Section):
+    max_bytes: int = Field(
+        1 << 30, gt=0,
+        description="Size cap of the log's payloads; over it ingest answers 503 (never deletes).")
+    keep_acked_seconds: float = Field(
+        3600, ge=0, description="How long acknowledged envelopes stay in the log for replay.")
+    group_commit_max: int = Field(
+        10000, gt=0, description="Most envelopes written in one durable commit.")
+
+
+class WorkerSettings(Section):
+    batch_messages: int = Field(5000, gt=0, description="Most envelopes a worker reads at once.")
+    batch_bytes: int = Field(16 << 20, gt=0, description="Most payload bytes a worker reads at once.")
+    poll_seconds: float = Field(0.2, gt=0, description="How long a worker waits for new envelopes.")
+    lake_flush_seconds: float = Field(
+        60, gt=0, description="Longest time readings wait before the lake file that holds them "
+        "is written (the log is acknowledged only then).")
+    lake_flush_rows: int = Field(
+        2_000_000, gt=0, description="Readings that trigger a lake flush before the time limit.")
+
+
+class HotSettings(Section):
+    retention_days: float = Field(
+        30, gt=0, description="Readings older than this leave the hot store; the lake keeps them.")
+
+
+class LakeSettings(Section):
+    compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
+        "zstd", description="Parquet compression codec.")
+    compression_level: int = Field(9, description="Codec level (zstd: 1-22).")
+
+
+class ValidateSettings(Section):
+    earliest: str = Field(
+        "2000-01-01T00:00:00Z", description="Readings stamped before this are rejected.")
+    future_seconds: float = Field(
+        300, ge=0, description="Readings stamped further than this in the future are rejected.")
+    unknown_metrics: Literal["reject", "accept"] = Field(
+        "reject", description="What to do with a metric that is neither in the catalog nor in "
+        "[metrics]: reject (quarantine) or accept without range checks.")
+
+
+class IngestSettings(Section):
+    auto_register: bool = Field(
+        False, description="Register unknown devices on first message instead of quarantining.")
+
+
+class ExtraMetric(Section):
+    unit: str = Field(description="Canonical unit.")
+    kind: Literal["gauge", "counter"] = "gauge"
+    minimum: float = float("-inf")
+    maximum: float = float("inf")
+    precision: float = 0.0
+    description: str = ""
+
+
+class Settings(BaseSettings):
+    """Every sensorlake setting. Sections map to TOML tables and `SENSORLAKE_<SECTION>__<KEY>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+        env_ignore_empty=True,
+    )
+
+    data_dir: Path = Field(
+        Path("sensorlake-data"), description="Folder holding the log, stores, lake and registry.")
+    profile: Literal["embedded", "server"] = Field(
+        "embedded", description="embedded: SQLite log, DuckDB, local Parquet; server: issue 7.")
+    default_tenant: str = Field("default", description="Tenant used when a command names none.")
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+    worker: WorkerSettings = WorkerSettings()
+    hot: HotSettings = HotSettings()
+    lake: LakeSettings = LakeSettings()
+    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
+    ingest: IngestSettings = IngestSettings()
+    metrics: dict[str, ExtraMetric] = Field(
+        default_factory=dict, description="Extra metrics beyond the built-in catalog.")
+
+    _toml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _config_file_in_use()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def validation(self) -> ValidateSettings:
+        return self.validate_
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the data folder (created on demand by its owner)."""
+        return self.data_dir.joinpath(*parts)
+
+
+_explicit_config: Path | None = None
+
+
+def _config_file_in_use() -> Path | None:
+    if _explicit_config is not None:
+        return _explicit_config
+    env = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from file + environment + `overrides` (flags; None values are ignored)."""
+    global _explicit_config
+    if config_file is not None and not config_file.exists():
+        raise ConfigError(
+            f"config file {config_file} does not exist: create it (see docs/configuration.md) "
+            "or drop --config")
+    _explicit_config = config_file
+    try:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**given)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+    finally:
+        _explicit_config = None
+
+
+def describe_sources(settings: Settings, config_file: Path | None = None,
+                     overrides: dict[str, Any] | None = None) -> list[tuple[str, Any, str]]:
+    """(dotted name, value, where it came from) for every leaf setting."""
+    file = config_file or _config_file_in_use()
+    file_data: dict[str, Any] = {}
+    if file is not None and file.exists():
+        file_data = tomllib.loads(file.read_text())
+    given = {k for k, v in (overrides or {}).items() if v is not None}
+    rows: list[tuple[str, Any, str]] = []
+
+    def walk(model: BaseModel, prefix: list[str], file_part: dict[str, Any]) -> None:
+        for name, info in type(model).model_fields.items():
+            key = info.alias or name
+            value = getattr(model, name)
+            path = [*prefix, key]
+            if isinstance(value, BaseModel):
+                walk(value, path, file_part.get(key, {}) if isinstance(file_part, dict) else {})
+                continue
+            env_name = ENV_PREFIX + "__".join(p.upper() for p in path)
+            if not prefix and name in given:
+                origin = "command line"
+            elif os.environ.get(env_name):
+                origin = f"env {env_name}"
+            elif isinstance(file_part, dict) and key in file_part:
+                origin = f"file {file}"
+            else:
+                origin = "default"
+            rows.append((".".join(path), value, origin))
+
+    walk(settings, [], file_data)
+    return rows

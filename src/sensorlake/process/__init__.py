@@ -1,0 +1,1 @@
+"""Batch stages: `process(batch, ctx) -> batch` on Arrow tables."""

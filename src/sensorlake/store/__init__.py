@@ -1,0 +1,1 @@
+"""Sinks and the query layer: hot store, Parquet lake, quarantine."""

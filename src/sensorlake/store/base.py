@@ -1,0 +1,134 @@
+"""Sink and query protocols.
+
+The commit order is fixed (ARCHITECTURE.md, "Acknowledge after commit"): a worker writes the
+lake files of a span and the hot store, and only after both returned does it acknowledge the
+span in the log. Every sink is therefore idempotent: writing the same readings twice stores
+them once (hot store: insert-if-absent on READING_KEY; lake: files named by the log span and
+created only if absent; quarantine: keyed by msg_id, stage, field and reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from sensorlake.log.base import Span
+from sensorlake.model import TS_TYPE
+from sensorlake.process.base import REJECT_SCHEMA
+
+Aggregate = Literal["mean", "min", "max", "sum", "count", "first", "last"]
+AGGREGATES: tuple[str, ...] = ("mean", "min", "max", "sum", "count", "first", "last")
+
+QUARANTINE_SCHEMA = (
+    REJECT_SCHEMA.append(pa.field("source", pa.string()))
+    .append(pa.field("received_at", TS_TYPE))
+    .append(pa.field("payload", pa.binary()))
+)
+"""What the quarantine keeps: the reject, its source, when it arrived and its raw bytes."""
+
+SERIES_SCHEMA = pa.schema(
+    [
+        pa.field("device_id", pa.string()),
+        pa.field("metric", pa.string()),
+        pa.field("ts", TS_TYPE),
+        pa.field("value", pa.float64()),
+        pa.field("count", pa.int64()),
+    ]
+)
+"""Result of a range query: one row per (device, metric, bucket or reading)."""
+
+LATEST_SCHEMA = pa.schema(
+    [
+        pa.field("device_id", pa.string()),
+        pa.field("metric", pa.string()),
+        pa.field("ts", TS_TYPE),
+        pa.field("value", pa.float64()),
+        pa.field("lat", pa.float64()),
+        pa.field("lon", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ReadingQuery:
+    """A time-range query over one tenant's readings, half-open: start <= ts < end."""
+
+    tenant: str
+    metrics: tuple[str, ...]
+    start: datetime
+    end: datetime
+    device_ids: tuple[str, ...] | None = None
+    """None means every device of the tenant (the caller has already authorized that)."""
+    every: timedelta | None = None
+    """Bucket width; None returns raw readings."""
+    agg: Aggregate = "mean"
+    limit: int = 100_000
+
+
+@runtime_checkable
+class HotStore(Protocol):
+    """Recent readings, queryable within a second of their commit."""
+
+    def write(self, readings: pa.Table) -> int:
+        """Insert READING_SCHEMA rows whose key is absent; committed on return. Returns the
+        number of rows newly stored."""
+        ...
+
+    def readings(self, query: ReadingQuery) -> pa.Table:
+        """SERIES_SCHEMA rows ordered by device, metric, ts. Ranges older than the hot
+        horizon are answered from the lake transparently."""
+        ...
+
+    def latest(self, tenant: str, metrics: tuple[str, ...] | None = None,
+               device_ids: tuple[str, ...] | None = None) -> pa.Table:
+        """LATEST_SCHEMA: the newest reading per (device, metric)."""
+        ...
+
+    def count(self, tenant: str | None = None) -> int:
+        ...
+
+    def apply_retention(self, now: datetime | None = None) -> int:
+        """Delete readings older than the retention; returns rows deleted."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Lake(Protocol):
+    """Hive-partitioned Parquet: `raw/` (envelopes) and `readings/`, by date and hour."""
+
+    root: Path
+
+    def write_span(self, dataset: Literal["raw", "readings"], span: Span,
+                   table: pa.Table) -> list[str]:
+        """Write `table` as one file per date/hour partition named by `span`, each created
+        only if absent and durable (fsync) on return. Returns the partition paths written or
+        already present. Re-writing the same span changes nothing."""
+        ...
+
+    def glob(self, dataset: Literal["raw", "readings"]) -> str:
+        """A path pattern DuckDB's read_parquet accepts for the whole dataset."""
+        ...
+
+
+@runtime_checkable
+class Quarantine(Protocol):
+    """Dead letters: rejected input with its reason and raw bytes."""
+
+    def write(self, rejects: pa.Table) -> int:
+        """QUARANTINE_SCHEMA rows; idempotent on (msg_id, stage, field, reason)."""
+        ...
+
+    def list(self, tenant: str | None = None, limit: int = 100,
+             since: datetime | None = None) -> pa.Table:
+        """Newest first; columns of QUARANTINE_SCHEMA plus `quarantined_at`."""
+        ...
+
+    def count(self, tenant: str | None = None) -> int: ...
+
+    def close(self) -> None: ...
