@@ -1,3 +1,3 @@
-"""sensorlake: sensor readings from devices to dashboards and a Parquet lake, zero loss, no duplicates."""
+"""sensorlake: sensor readings from devices to dashboards and a Parquet lake, without loss."""
 
 __version__ = "0.1.0"

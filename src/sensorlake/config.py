@@ -33,9 +33,9 @@ class Section(BaseModel):
 
 class HttpSettings(Section):
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
-    port: int = Field(8750, ge=0, le=65535, description="Port of the HTTP API (0 picks a free one).")
+    port: int = Field(8750, ge=1, le=65535, description="Port of the HTTP API.")
     max_body_bytes: int = Field(
-        8 << 20, gt=0, description="Largest request body accepted, after gzip decompression (413).")
+        8 << 20, gt=0, description="Largest request body accepted, after gzip (else 413).")
     retry_after_seconds: int = Field(
         2, ge=1, description="Retry-After sent with 503 when the log is full.")
 
@@ -52,8 +52,8 @@ class LogSettings(Section):
 
 class WorkerSettings(Section):
     batch_messages: int = Field(5000, gt=0, description="Most envelopes a worker reads at once.")
-    batch_bytes: int = Field(16 << 20, gt=0, description="Most payload bytes a worker reads at once.")
-    poll_seconds: float = Field(0.2, gt=0, description="How long a worker waits for new envelopes.")
+    batch_bytes: int = Field(16 << 20, gt=0, description="Most payload bytes read at once.")
+    poll_seconds: float = Field(0.2, gt=0, description="How long a worker waits for input.")
     lake_flush_seconds: float = Field(
         60, gt=0, description="Longest time readings wait before the lake file that holds them "
         "is written (the log is acknowledged only then).")

@@ -7,7 +7,7 @@ A *reading* is one row: one metric of one device at one instant. Its identity is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import pyarrow as pa
 
@@ -33,7 +33,7 @@ READING_KEY = ("tenant", "device_id", "metric", "ts")
 """A reading's identity: no sink ever stores two rows with the same key."""
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How a metric behaves over time."""
 
     GAUGE = "gauge"
@@ -81,7 +81,7 @@ METRICS: dict[str, Metric] = {
         _m("current", "A", G, -100000, 100000, 0.001, "Current"),
         _m("latitude", "deg", G, -90, 90, 1e-6, "Latitude (WGS 84)"),
         _m("longitude", "deg", G, -180, 180, 1e-6, "Longitude (WGS 84)"),
-        _m("aqi_us", "index", G, 0, 999, 1, "US EPA AQI from PM, per reading", True),
+        _m("aqi_us", "index", G, 0, 9999, 1, "US EPA AQI from PM, per reading", True),
         _m("aqi_uk", "index", G, 1, 10, 1, "UK DAQI band from PM, per reading", True),
     ]
 }
@@ -97,3 +97,16 @@ LOCATION_METRICS = ("latitude", "longitude")
 def empty_readings() -> pa.Table:
     """A table with the reading schema and no rows."""
     return READING_SCHEMA.empty_table()
+
+
+class Quality:
+    """Bits of a reading's `quality` field (0 = nothing to say). Flags never change a value."""
+
+    OUT_OF_RANGE = 1 << 0
+    STUCK = 1 << 1
+    SPIKE = 1 << 2
+    GAP = 1 << 3
+    CLOCK_SUSPECT = 1 << 4
+    CALIBRATED = 1 << 5
+    """The stored value is the raw value after the device's calibration (scale, offset)."""
+    INTERPOLATED = 1 << 6

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): ingest, devices, readings, latest, quarantine, status."""

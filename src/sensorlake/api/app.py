@@ -1,0 +1,27 @@
+"""The FastAPI application: one router per resource, the runtime on app.state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from sensorlake import __version__
+from sensorlake.api.routes import ingest, ops, readings
+
+if TYPE_CHECKING:
+    from sensorlake.runtime import Runtime
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="sensorlake",
+        version=__version__,
+        description="Sensor readings in (JSON envelopes), queries and status out. "
+        "Authenticate with `Authorization: Bearer <token>` (`sensorlake tokens create`).",
+    )
+    app.state.runtime = runtime
+    app.include_router(ingest.router)
+    app.include_router(readings.router)
+    app.include_router(ops.router)
+    return app

@@ -1,0 +1,36 @@
+"""Dependencies shared by the routers: the runtime and the authenticated principal."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from sensorlake.auth.tokens import Principal
+from sensorlake.errors import AuthError
+
+if TYPE_CHECKING:
+    from sensorlake.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_principal(request: Request) -> Principal:
+    """The principal of `Authorization: Bearer <token>` (or `Token <token>`), else 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        raise HTTPException(401, "missing credentials: send 'Authorization: Bearer <token>' "
+                            "(create one with `sensorlake tokens create`)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    runtime: Runtime = request.app.state.runtime
+    try:
+        return runtime.tokens.verify(token.strip())
+    except AuthError as exc:
+        raise HTTPException(exc.status, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+RuntimeDep = Annotated["Runtime", Depends(get_runtime)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

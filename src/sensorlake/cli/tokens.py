@@ -1,0 +1,69 @@
+"""`sensorlake tokens create|list|revoke`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sensorlake.auth.tokens import Role, TokenStore
+from sensorlake.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    FormatOption,
+    OutputFormat,
+    TenantOption,
+    err_console,
+    friendly_errors,
+    render,
+    settings_from,
+)
+from sensorlake.runtime import open_catalog
+from sensorlake.timeparse import parse_duration
+
+app = typer.Typer(help="API tokens (stored only as hashes).", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    role: Annotated[Role, typer.Option(help="owner: read and write the tenant; ingest: write "
+                                       "readings only.")],
+    device: Annotated[str | None, typer.Option(
+        "--device", help="Bind the token to one device (it can only send as that device).")]
+    = None,
+    label: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    expires_in: Annotated[str | None, typer.Option(help="e.g. 30d; default never.")] = None,
+    tenant: TenantOption = None, data_dir: DataDirOption = None, config: ConfigOption = None,
+) -> None:
+    """Create a token and print it alone on stdout (it is shown only this once)."""
+    with friendly_errors():
+        settings = settings_from(data_dir, config)
+        store = TokenStore(open_catalog(settings))
+        token, info = store.create(role, tenant or settings.default_tenant, device, label,
+                                   parse_duration(expires_in) if expires_in else None)
+        typer.echo(token)
+        err_console.print(f"token {info.id} ({info.role.value}, tenant {info.tenant}"
+                          f"{', device ' + info.device_id if info.device_id else ''}) created;"
+                          " store it now: it cannot be shown again")
+
+
+@app.command("list")
+def list_(tenant: TenantOption = None, fmt: FormatOption = OutputFormat.table,
+          data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+    """List tokens (never their values)."""
+    with friendly_errors():
+        settings = settings_from(data_dir, config)
+        infos = TokenStore(open_catalog(settings)).list(tenant)
+        rows = [{**info.__dict__, "role": info.role.value} for info in infos]
+        render(rows, ["id", "role", "tenant", "device_id", "label", "created_at", "expires_at",
+                      "revoked_at", "last_used_at"], fmt)
+
+
+@app.command("revoke")
+def revoke(token_id: Annotated[str, typer.Argument(help="The token id from `tokens list`.")],
+           data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+    """Revoke a token (takes effect within 5 seconds in running processes)."""
+    with friendly_errors():
+        settings = settings_from(data_dir, config)
+        TokenStore(open_catalog(settings)).revoke(token_id)
+        err_console.print(f"token {token_id} revoked")

@@ -1,0 +1,402 @@
+"""MemoryLog: the Log protocol in memory, with exactly the semantics of SQLiteLog.
+
+Meant for fast tests and plugin authors; nothing survives the process. This module also
+holds the backend-neutral core (`LogCore`: offsets, size cap, watermarks, consumers) that
+SQLiteLog shares, so both backends decide duplicates, backpressure and pruning the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import pyarrow as pa
+
+from sensorlake.errors import Backpressure, NotFound, TransientError
+from sensorlake.log.base import LOG_ENTRY_SCHEMA, AppendResult, Envelope, LogBatch, LogStats, Span
+
+Key = tuple[str, str]
+Row = tuple[int, str, str, str, str, str, int, int | None, bytes]
+"""One entry in LOG_ENTRY_SCHEMA column order (received_at in µs)."""
+
+
+class LogClosed(TransientError):
+    """The log was closed (shutting down); retry against the next instance."""
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def log_full(stored: int, max_bytes: int) -> Backpressure:
+    return Backpressure(
+        f"log is full: {stored} bytes of {max_bytes}; consumers are behind — wait, "
+        "or raise log.max_bytes", retry_after=1.0)
+
+
+def describe_offsets(offsets: Sequence[int]) -> str:
+    """`[3, 4, 5, 9]` -> `3-5, 9`."""
+    parts: list[str] = []
+    start = prev = offsets[0]
+    for off in [*offsets[1:], None]:
+        if off is not None and off == prev + 1:
+            prev = off
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if off is not None:
+            start = prev = off
+    return ", ".join(parts)
+
+
+def take_rows(rows: Iterable[Row], max_messages: int, max_bytes: int) -> list[Row]:
+    """Rows in order until max_messages, or until the next would exceed max_bytes (>= 1 row)."""
+    out: list[Row] = []
+    total = 0
+    for row in rows:
+        size = len(row[8])
+        if out and total + size > max_bytes:
+            break
+        out.append(row)
+        total += size
+        if len(out) >= max_messages:
+            break
+    return out
+
+
+def build_batch(rows: Sequence[Row]) -> LogBatch:
+    """A LogBatch (LOG_ENTRY_SCHEMA) from rows, built column by column."""
+    if not rows:
+        return LogBatch(LOG_ENTRY_SCHEMA.empty_table())
+    columns = zip(*rows, strict=True)
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, LOG_ENTRY_SCHEMA, strict=True)]
+    return LogBatch(pa.Table.from_arrays(arrays, schema=LOG_ENTRY_SCHEMA))
+
+
+def prune_upto(rows: Iterable[tuple[int, int, int]], need: int | None,
+               cutoff_us: int | None) -> tuple[int, int]:
+    """Choose the acknowledged prefix to delete: (last offset to delete or 0, bytes freed).
+
+    `rows` are (offset, received_at, bytes), ascending, all acknowledged. With `need`, delete
+    oldest first until that many bytes are freed (to make room); otherwise delete those
+    received before `cutoff_us` (all of them when cutoff_us is None), stopping at the first
+    newer one so that the retained offsets stay contiguous."""
+    upto = freed = 0
+    for offset, received_at, size in rows:
+        if need is None and cutoff_us is not None and received_at >= cutoff_us:
+            break
+        upto, freed = offset, freed + size
+        if need is not None and freed >= need:
+            break
+    return upto, freed
+
+
+class SeqTracker:
+    """Per (tenant, device): the contiguous watermark and the seqs seen above it."""
+
+    def __init__(self) -> None:
+        self.marks: dict[Key, int] = {}
+        self.pending: dict[Key, set[int]] = {}
+
+    def stage(self) -> SeqStage:
+        return SeqStage(self)
+
+
+class SeqStage:
+    """The watermark changes of one commit; `apply` them only once the commit succeeded."""
+
+    def __init__(self, base: SeqTracker) -> None:
+        self.base = base
+        self.marks: dict[Key, int] = {}
+        self.pending: dict[Key, set[int]] = {}
+
+    def add(self, key: Key, seq: int) -> None:
+        if key not in self.marks:
+            self.marks[key] = self.base.marks.get(key, 0)
+            self.pending[key] = set(self.base.pending.get(key, ()))
+        mark, pending = self.marks[key], self.pending[key]
+        if seq <= mark:
+            return
+        if seq != mark + 1:
+            pending.add(seq)
+            return
+        mark = seq
+        while mark + 1 in pending:
+            mark += 1
+            pending.remove(mark)
+        self.marks[key] = mark
+
+    def get(self, key: Key) -> int | None:
+        mark = self.marks.get(key)
+        return self.base.marks.get(key) if mark is None else mark
+
+    def changes(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]],
+                               list[tuple[str, str, int]]]:
+        """(watermark upserts, pending seqs added, pending seqs removed)."""
+        marks, added, removed = [], [], []
+        for key, mark in self.marks.items():
+            old = self.base.pending.get(key, set())
+            new = self.pending[key]
+            marks.append((*key, mark))
+            added += [(*key, s) for s in new - old]
+            removed += [(*key, s) for s in old - new]
+        return marks, added, removed
+
+    def apply(self) -> None:
+        self.base.marks.update(self.marks)
+        for key, pending in self.pending.items():
+            if pending:
+                self.base.pending[key] = pending
+            else:
+                self.base.pending.pop(key, None)
+
+
+@dataclass
+class Consumer:
+    acked: int = 0
+    claim: Span | None = None
+
+
+@dataclass
+class Plan:
+    """What one commit of append requests writes, and each request's outcome."""
+
+    rows: list[Row] = field(default_factory=list)
+    results: list[AppendResult | BaseException] = field(default_factory=list)
+    last: int = 0
+    stored: int = 0
+
+
+class LogCore:
+    """State and decisions shared by the log backends (one writer mutates, under `_cond`)."""
+
+    def __init__(self, max_bytes: int, keep_acked_seconds: float, group_commit_max: int) -> None:
+        self.max_bytes = max_bytes
+        self.keep_acked_seconds = keep_acked_seconds
+        self.group_commit_max = group_commit_max
+        self.commits = 0
+        """Transactions committed (a group commit counts once)."""
+        self._cond = threading.Condition()
+        self._first = 1
+        """Lowest retained offset (last + 1 when nothing is retained)."""
+        self._last = 0
+        self._stored = 0
+        self._closed = False
+        self._consumers: dict[str, Consumer] = {}
+        self._seqs = SeqTracker()
+
+    def submit(self, envelopes: Sequence[Envelope]) -> Future[AppendResult]:
+        raise NotImplementedError
+
+    def _read_rows(self, after: int, max_messages: int, max_bytes: int) -> list[Row]:
+        raise NotImplementedError
+
+    def _received_at(self, offset: int) -> int | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _plan(self, groups: Sequence[Sequence[Envelope]], known: set[str], stage: SeqStage,
+              make_room: Callable[[int], int]) -> Plan:
+        """Decide duplicates, offsets, size and watermarks for the requests of one commit.
+        `make_room(need)` deletes acknowledged entries and returns the bytes it freed."""
+        plan = Plan(last=self._last, stored=self._stored)
+        seen: set[str] = set()
+        for envelopes in groups:
+            fresh: list[Envelope] = []
+            ids: set[str] = set()
+            for e in envelopes:
+                if e.msg_id not in known and e.msg_id not in seen and e.msg_id not in ids:
+                    ids.add(e.msg_id)
+                    fresh.append(e)
+            size = sum(len(e.payload) for e in fresh)
+            if size and plan.stored + size > self.max_bytes:
+                if size <= self.max_bytes:
+                    plan.stored -= make_room(plan.stored + size - self.max_bytes)
+                if plan.stored + size > self.max_bytes:
+                    plan.results.append(log_full(plan.stored, self.max_bytes))
+                    continue
+            seen |= ids
+            plan.stored += size
+            last = plan.last
+            for e in fresh:
+                last += 1
+                plan.rows.append((last, e.msg_id, e.tenant, e.device_id, e.source, e.codec,
+                                  e.received_at_us, e.seq, e.payload))
+                if e.seq is not None:
+                    stage.add((e.tenant, e.device_id), e.seq)
+            plan.last = last
+            marks = {k: m for k in {(e.tenant, e.device_id) for e in envelopes}
+                     if (m := stage.get(k)) is not None}
+            plan.results.append(AppendResult(len(fresh), len(envelopes) - len(fresh), marks))
+        return plan
+
+    def _floor(self, consumer: str | None = None, acked: int = 0) -> int:
+        """The offset every consumer acknowledged (with `consumer` at `acked`); 0 if none."""
+        values = [c.acked for n, c in self._consumers.items() if n != consumer]
+        if consumer is not None:
+            values.append(acked)
+        return min(values, default=0)
+
+    def _cutoff_us(self) -> int | None:
+        if self.keep_acked_seconds <= 0:
+            return None
+        return now_us() - int(self.keep_acked_seconds * 1_000_000)
+
+    def _check_ack(self, span: Span) -> None:
+        with self._cond:
+            if span.last > self._last:
+                raise ValueError(f"cannot acknowledge {span.first}..{span.last}: the log ends at "
+                                 f"offset {self._last}")
+
+    def _check_replay(self, consumer: str, from_offset: int) -> None:
+        first, last = self._first, self._last
+        if from_offset < 1 or from_offset > last + 1:
+            raise ValueError(f"cannot replay {consumer!r} from offset {from_offset}: offsets "
+                             f"run from 1 to {last}")
+        if from_offset < first:
+            kept = f"offsets {first}..{last}" if first <= last else "no envelopes"
+            raise NotFound(
+                f"cannot replay {consumer!r} from offset {from_offset}: the log retains {kept}; "
+                "older ones were pruned after acknowledgement (log.keep_acked_seconds)")
+
+    def append(self, envelopes: Sequence[Envelope]) -> AppendResult:
+        return self.submit(envelopes).result()
+
+    def read(self, after: int, max_messages: int = 5000, max_bytes: int = 16 << 20,
+             wait: float = 0.0) -> LogBatch:
+        rows = self._read_rows(after, max_messages, max_bytes)
+        if not rows and wait > 0:
+            with self._cond:
+                self._cond.wait_for(lambda: self._last > after or self._closed, timeout=wait)
+            rows = self._read_rows(after, max_messages, max_bytes)
+        return build_batch(rows)
+
+    def claimed(self, consumer: str) -> Span | None:
+        with self._cond:
+            c = self._consumers.get(consumer)
+            return c.claim if c else None
+
+    def position(self, consumer: str) -> int:
+        with self._cond:
+            c = self._consumers.get(consumer)
+            return c.acked if c else 0
+
+    def watermarks(self, tenant: str, devices: Sequence[str]) -> dict[str, int]:
+        with self._cond:
+            marks = self._seqs.marks
+            return {d: m for d in devices if (m := marks.get((tenant, d))) is not None}
+
+    def stats(self) -> LogStats:
+        with self._cond:
+            acked = {n: c.acked for n, c in self._consumers.items()}
+            first, last, stored = self._first, self._last, self._stored
+        floor = min(acked.values(), default=0)
+        oldest = self._received_at(max(floor + 1, first)) if last > floor else None
+        return LogStats(first if first <= last else 0, last, stored, self.max_bytes, acked, oldest)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class MemoryLog(LogCore):
+    """The Log protocol in memory; futures resolve at once; thread-safe."""
+
+    def __init__(self, max_bytes: int = 1 << 30, keep_acked_seconds: float = 3600,
+                 group_commit_max: int = 10000) -> None:
+        super().__init__(max_bytes, keep_acked_seconds, group_commit_max)
+        self._rows: dict[int, Row] = {}
+        self._ids: set[str] = set()
+
+    def submit(self, envelopes: Sequence[Envelope]) -> Future[AppendResult]:
+        future: Future[AppendResult] = Future()
+        with self._cond:
+            if self._closed:
+                raise LogClosed("the log is closed")
+            known = {e.msg_id for e in envelopes if e.msg_id in self._ids}
+            stage = self._seqs.stage()
+            plan = self._plan([envelopes], known, stage,
+                              lambda need: self._delete_acked(self._floor(), need, None))
+            for row in plan.rows:
+                self._rows[row[0]] = row
+                self._ids.add(row[1])
+            self._last, self._stored = plan.last, plan.stored
+            stage.apply()
+            self.commits += 1
+            self._cond.notify_all()
+        outcome = plan.results[0]
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+        return future
+
+    def _delete_acked(self, floor: int, need: int | None, cutoff_us: int | None) -> int:
+        """Delete an acknowledged prefix (see prune_upto); returns the bytes freed."""
+        rows = self._rows
+        scan = ((o, rows[o][6], len(rows[o][8]))
+                for o in range(self._first, min(floor, self._last) + 1))
+        upto, freed = prune_upto(scan, need, cutoff_us)
+        for offset in range(self._first, upto + 1):
+            self._ids.discard(rows.pop(offset)[1])
+        self._first = max(self._first, upto + 1)
+        return freed
+
+    def _read_rows(self, after: int, max_messages: int, max_bytes: int) -> list[Row]:
+        with self._cond:
+            if self._closed:
+                raise LogClosed("the log is closed")
+            start = max(after + 1, self._first)
+            scan = (self._rows[o] for o in range(start, self._last + 1))
+            return take_rows(scan, max_messages, max_bytes)
+
+    def _received_at(self, offset: int) -> int | None:
+        with self._cond:
+            row = self._rows.get(offset)
+            return row[6] if row else None
+
+    def read_span(self, span: Span) -> LogBatch:
+        with self._cond:
+            offsets = range(span.first, span.last + 1)
+            missing = [o for o in offsets if o not in self._rows]
+            if missing:
+                raise NotFound(f"log offsets {describe_offsets(missing)} are not retained "
+                               "(pruned after acknowledgement, or never appended)")
+            return build_batch([self._rows[o] for o in offsets])
+
+    def claim(self, consumer: str, span: Span) -> None:
+        with self._cond:
+            self._consumers.setdefault(consumer, Consumer()).claim = span
+
+    def ack(self, consumer: str, span: Span) -> None:
+        self._check_ack(span)
+        with self._cond:
+            c = self._consumers.setdefault(consumer, Consumer())
+            c.acked, c.claim = max(c.acked, span.last), None
+            self._stored -= self._delete_acked(self._floor(), None, self._cutoff_us())
+
+    def replay(self, consumer: str, from_offset: int) -> None:
+        with self._cond:
+            self._check_replay(consumer, from_offset)
+            self._consumers[consumer] = Consumer(from_offset - 1, None)
+
+    def prune(self) -> int:
+        """Delete acknowledged envelopes older than keep_acked_seconds; returns how many."""
+        with self._cond:
+            before = self._first
+            self._stored -= self._delete_acked(self._floor(), None, self._cutoff_us())
+            return self._first - before
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

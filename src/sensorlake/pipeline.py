@@ -1,0 +1,239 @@
+"""The pipeline, top to bottom: read -> decode -> stages -> sinks -> ack.
+
+    log.read ─▶ decode ─▶ validate ─▶ dedup ─▶ enrich ─▶ aqi ─▶ hot store (commit per batch)
+                                                            └─▶ pending lake span
+    every lake_flush_seconds / lake_flush_rows:
+        log.claim(span) ─▶ lake raw/ + readings/ files (create-if-absent, fsync) ─▶ log.ack(span)
+
+The hot store commits every batch so readings are queryable within a second; the log is
+acknowledged only after the lake files that carry the span are durable. A crash between the
+two replays the span from the log: the hot store ignores rows it already has, and the claim
+makes the replay cut exactly the same span, so lake files get the same names and are not
+written twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sensorlake.config import Settings
+from sensorlake.decode import decode
+from sensorlake.errors import TransientError
+from sensorlake.log.base import Log, LogBatch, Span
+from sensorlake.model import READING_SCHEMA
+from sensorlake.process.base import Batch, Context, Stage
+from sensorlake.process.stages import default_stages
+from sensorlake.store.base import QUARANTINE_SCHEMA, HotStore, Lake, Quarantine
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "worker"
+
+
+def run_stages(entries: LogBatch, stages: list[Stage], ctx: Context) -> Batch:
+    """Decode a log batch and run it through the stages."""
+    batch = decode(entries.table)
+    for stage in stages:
+        batch = stage.process(batch, ctx)
+    return batch
+
+
+def quarantine_rows(rejects: pa.Table, entries: pa.Table) -> pa.Table:
+    """Attach each reject's source, arrival time and raw bytes from its log entry."""
+    index = pc.index_in(rejects.column("msg_id"), value_set=entries.column("msg_id"))
+    columns = {name: rejects.column(name) for name in rejects.column_names}
+    for name in ("source", "received_at", "payload"):
+        columns[name] = entries.column(name).take(index)
+    return pa.table(columns).cast(QUARANTINE_SCHEMA)
+
+
+@dataclass
+class WorkerStats:
+    """Counters for status and tests (monotonic since start)."""
+
+    messages: int = 0
+    readings: int = 0
+    stored: int = 0
+    rejects: int = 0
+    lake_flushes: int = 0
+    last_hot_commit: datetime | None = None
+    last_lake_commit: datetime | None = None
+    errors: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class _Pending:
+    first: int | None = None
+    last: int = 0
+    tables: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """Drives batches from the log through the stages into the sinks, in one thread."""
+
+    def __init__(self, settings: Settings, log_: Log, hot: HotStore, lake: Lake,
+                 quarantine: Quarantine, context: Callable[[], Context],
+                 stages: list[Stage] | None = None, consumer: str = CONSUMER,
+                 on_unknown_devices: Callable[[list[tuple[str, str]]], None] | None = None,
+                 ) -> None:
+        self.settings = settings
+        self.log = log_
+        self.hot = hot
+        self.lake = lake
+        self.quarantine = quarantine
+        self.context = context
+        self.stages = stages if stages is not None else default_stages()
+        self.consumer = consumer
+        self.stats = WorkerStats()
+        self._pending = _Pending()
+        self._cursor = log_.position(consumer)
+        self._on_unknown_devices = on_unknown_devices
+
+    @property
+    def cursor(self) -> int:
+        """The highest offset processed into the hot store (the lake may lag behind)."""
+        return self._cursor
+
+    def recover(self) -> None:
+        """Finish a span claimed before a crash, exactly as it was cut."""
+        span = self.log.claimed(self.consumer)
+        if span is None:
+            return
+        log.info("resuming claimed span %s..%s", span.first, span.last)
+        entries = self.log.read_span(span)
+        batch = self._process(entries)
+        self._flush_lake(span, [batch.readings])
+        self._cursor = span.last
+
+    def step(self, wait: float | None = None) -> int:
+        """Process one batch (if any) and flush the lake when due. Returns envelopes read."""
+        worker = self.settings.worker
+        entries = self.log.read(self._cursor, worker.batch_messages, worker.batch_bytes,
+                                wait=worker.poll_seconds if wait is None else wait)
+        span = entries.span
+        if span is not None:
+            batch = self._process(entries)
+            pending = self._pending
+            if pending.first is None:
+                pending.first, pending.since = span.first, time.monotonic()
+            pending.last = span.last
+            pending.tables.append(batch.readings)
+            pending.rows += batch.readings.num_rows
+            self._cursor = span.last
+        self.flush_if_due()
+        return len(entries)
+
+    def flush_if_due(self, force: bool = False) -> None:
+        pending = self._pending
+        if pending.first is None:
+            return
+        due = (force or pending.rows >= self.settings.worker.lake_flush_rows
+               or time.monotonic() - pending.since >= self.settings.worker.lake_flush_seconds)
+        if due:
+            span = Span(pending.first, pending.last)
+            self.log.claim(self.consumer, span)
+            self._flush_lake(span, pending.tables)
+            self._pending = _Pending()
+
+    def _process(self, entries: LogBatch) -> Batch:
+        ctx = self.context()
+        if self._on_unknown_devices is not None and self.settings.ingest.auto_register:
+            ctx = self._register_unknown(entries, ctx)
+        batch = self._run_isolating(entries, ctx)
+        readings = batch.readings.select(READING_SCHEMA.names).cast(READING_SCHEMA)
+        stored = self.hot.write(readings)
+        if batch.rejects.num_rows:
+            self.quarantine.write(quarantine_rows(batch.rejects, entries.table))
+        stats = self.stats
+        stats.messages += len(entries)
+        stats.readings += readings.num_rows
+        stats.stored += stored
+        stats.rejects += batch.rejects.num_rows
+        stats.last_hot_commit = datetime.now(UTC)
+        return Batch(readings, batch.rejects)
+
+    def _register_unknown(self, entries: LogBatch, ctx: Context) -> Context:
+        seen = set(zip(entries.table.column("tenant").to_pylist(),
+                       entries.table.column("device_id").to_pylist(), strict=True))
+        known = set(zip(ctx.devices.column("tenant").to_pylist(),
+                        ctx.devices.column("device_id").to_pylist(), strict=True))
+        unknown = sorted(p for p in seen - known if p[1])
+        if unknown and self._on_unknown_devices is not None:
+            self._on_unknown_devices(unknown)
+            return self.context()
+        return ctx
+
+    def _run_isolating(self, entries: LogBatch, ctx: Context) -> Batch:
+        """Run the stages; if they crash on some input, split the batch until the envelope
+        that triggers it is alone, and quarantine that one. Nothing stops the worker."""
+        try:
+            return run_stages(entries, self.stages, ctx)
+        except TransientError:
+            raise
+        except Exception as exc:
+            table = entries.table
+            if table.num_rows == 1:
+                log.exception("stages failed on %s", table.column("msg_id")[0])
+                return Batch(rejects=pa.table({
+                    "msg_id": table.column("msg_id"), "tenant": table.column("tenant"),
+                    "device_id": table.column("device_id"), "stage": ["pipeline"],
+                    "field": pa.nulls(1, pa.string()), "value": pa.nulls(1, pa.string()),
+                    "reason": [f"internal error while processing this message "
+                               f"({type(exc).__name__}: {exc}); it is kept here with its raw "
+                               "bytes - please report it"],
+                }).cast(Batch().rejects.schema))
+            half = table.num_rows // 2
+            left = self._run_isolating(LogBatch(table.slice(0, half)), ctx)
+            right = self._run_isolating(LogBatch(table.slice(half)), ctx)
+            return Batch(pa.concat_tables([left.readings, right.readings]),
+                         pa.concat_tables([left.rejects, right.rejects]))
+
+    def _flush_lake(self, span: Span, tables: list[pa.Table]) -> None:
+        readings = pa.concat_tables(tables) if tables else READING_SCHEMA.empty_table()
+        self.lake.write_span("raw", span, self.log.read_span(span).table)
+        if readings.num_rows:
+            self.lake.write_span("readings", span, readings)
+        self.log.ack(self.consumer, span)
+        self.stats.lake_flushes += 1
+        self.stats.last_lake_commit = datetime.now(UTC)
+
+    def run(self, stop: threading.Event, max_batches: int | None = None) -> None:
+        """Loop until `stop` is set; transient sink errors back off and retry the batch."""
+        self.recover()
+        batches = 0
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                if self.step():
+                    batches += 1
+                backoff = 0.5
+            except TransientError as exc:
+                self._note_error(exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30)
+                self._rewind()
+            if max_batches is not None and batches >= max_batches:
+                break
+        self.flush_if_due(force=True)
+
+    def _rewind(self) -> None:
+        """After a failed batch, re-read from the last acknowledged offset."""
+        self._pending = _Pending()
+        self._cursor = self.log.position(self.consumer)
+        self.recover()
+
+    def _note_error(self, exc: Exception) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = str(exc)
+        log.warning("worker: %s (will retry)", exc)

@@ -1,0 +1,78 @@
+"""validate: reject readings that cannot be true, with a reason naming device, metric, value.
+
+Checks, all on the whole table: the metric is in the catalog (or declared in `[metrics]`),
+the value is finite and inside the metric's valid range, the timestamp is neither before
+`validate.earliest` nor more than `validate.future_seconds` ahead of now.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+import pyarrow as pa
+
+from sensorlake.model import METRICS
+from sensorlake.process.base import REJECT_SCHEMA, Batch, Context
+
+
+def metric_catalog(ctx: Context) -> pl.DataFrame:
+    """The built-in METRICS plus the settings' extra metrics, as a frame."""
+    rows = [(m.name, m.unit, m.minimum, m.maximum, m.precision) for m in METRICS.values()]
+    rows += [(name, m.unit, m.minimum, m.maximum, m.precision)
+             for name, m in ctx.settings.metrics.items()]
+    return pl.DataFrame(rows, schema={"metric": pl.String, "unit": pl.String,
+                                      "minimum": pl.Float64, "maximum": pl.Float64,
+                                      "precision": pl.Float64}, orient="row")
+
+
+class ValidateStage:
+    name = "validate"
+
+    def process(self, batch: Batch, ctx: Context) -> Batch:
+        if batch.readings.num_rows == 0:
+            return batch
+        frame = pl.from_arrow(batch.readings)
+        assert isinstance(frame, pl.DataFrame)
+        catalog = metric_catalog(ctx)
+        earliest = datetime.fromisoformat(ctx.settings.validation.earliest)
+        latest = ctx.now + timedelta(seconds=ctx.settings.validation.future_seconds)
+        accept_unknown = ctx.settings.validation.unknown_metrics == "accept"
+        known = ", ".join(sorted(catalog["metric"].to_list()))
+
+        joined = frame.with_row_index("_row").join(catalog, on="metric", how="left")
+        value = pl.col("value")
+        shown = value.cast(pl.String)
+        reason = (
+            pl.when(pl.col("unit").is_null() & (not accept_unknown))
+            .then(pl.format("{}: unknown metric '{}' (known: {}; declare others under [metrics] "
+                            "in sensorlake.toml)", "device_id", "metric", pl.lit(known)))
+            .when(~value.is_finite())
+            .then(pl.format("{}: {}={} is not a finite number", "device_id", "metric", shown))
+            .when((value < pl.col("minimum")) | (value > pl.col("maximum")))
+            .then(pl.format("{}: {}={} is outside the valid range [{}, {}] {}", "device_id",
+                            "metric", shown, pl.col("minimum"), pl.col("maximum"), "unit"))
+            .when(pl.col("ts") < pl.lit(earliest))
+            .then(pl.format("{}: {} timestamp {} is before {}", "device_id", "metric",
+                            pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ"),
+                            pl.lit(ctx.settings.validation.earliest)))
+            .when(pl.col("ts") > pl.lit(latest))
+            .then(pl.format("{}: {} timestamp {} is in the future (server time {}); check "
+                            "the device clock", "device_id", "metric",
+                            pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%SZ"),
+                            pl.lit(ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ"))))
+            .otherwise(None)
+        )
+        checked = joined.with_columns(reason.alias("_reason")).sort("_row")
+        bad = checked.filter(pl.col("_reason").is_not_null())
+        if bad.height == 0:
+            return batch
+        keep = checked["_reason"].is_null().to_arrow()
+        rejected = pa.table({
+            "msg_id": bad["msg_id"].to_arrow(), "tenant": bad["tenant"].to_arrow(),
+            "device_id": bad["device_id"].to_arrow(),
+            "stage": pa.repeat(self.name, bad.height),
+            "field": bad["metric"].to_arrow(), "value": bad["value"].cast(pl.String).to_arrow(),
+            "reason": bad["_reason"].to_arrow(),
+        }, schema=REJECT_SCHEMA)
+        return batch.with_rejects(batch.readings.filter(keep), rejected)

@@ -1,0 +1,217 @@
+"""One process: ingest (HTTP API), the worker and the stores, wired from the settings.
+
+    Runtime(settings)        opens catalog, log, lake, hot store, quarantine
+      .start_worker()        the worker thread (recovers a claimed span first)
+      .serve()               uvicorn in the calling thread until SIGINT/SIGTERM or stop()
+      .close()               stop accepting, let the worker flush the lake and ack, close files
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from sensorlake.auth.tokens import TokenStore
+from sensorlake.catalog import Catalog
+from sensorlake.config import Settings
+from sensorlake.log import open_log
+from sensorlake.pipeline import Worker
+from sensorlake.process.base import Context
+from sensorlake.registry import DeviceRegistry
+from sensorlake.store.duckdb import DuckDBStore
+from sensorlake.store.lake import ParquetLake
+from sensorlake.store.quarantine import SQLiteQuarantine
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_SECONDS = 3600
+
+
+@dataclass
+class IngestCounters:
+    http_requests: int = 0
+    http_envelopes: int = 0
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    return Catalog(settings.path("catalog.db"))
+
+
+class Runtime:
+    """Everything `sensorlake up` runs, in one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = open_catalog(settings)
+        self.registry = DeviceRegistry(self.catalog)
+        self.tokens = TokenStore(self.catalog)
+        self.log = open_log(settings)
+        self.lake = ParquetLake(settings.path("lake"), settings.lake.compression,
+                                settings.lake.compression_level)
+        self.hot = DuckDBStore(settings.path("hot", "readings.duckdb"), self.lake,
+                               settings.hot.retention_days)
+        self.quarantine = SQLiteQuarantine(settings.path("quarantine.db"))
+        self.counters = IngestCounters()
+        self.started_at = datetime.now(UTC)
+        self._context_lock = threading.Lock()
+        self._context_version = -1
+        self._context: Context | None = None
+        self._context_checked = 0.0
+        self.worker = Worker(settings, self.log, self.hot, self.lake, self.quarantine,
+                             self.context, on_unknown_devices=self._auto_register)
+        self._stop = threading.Event()
+        self._worker_thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self.url: str | None = None
+
+    # -- stages' view of the registry -------------------------------------------------------
+    def context(self) -> Context:
+        """A registry snapshot for the stages, refreshed when any process changed it."""
+        with self._context_lock:
+            now = time.monotonic()
+            if self._context is None or now - self._context_checked > 1.0:
+                self._context_checked = now
+                version = self.catalog.change_number()
+                if version != self._context_version or self._context is None:
+                    devices, calibrations = self.registry.snapshot()
+                    self._context = Context(self.settings, devices, calibrations)
+                    self._context_version = version
+            return Context(self.settings, self._context.devices, self._context.calibrations)
+
+    def _auto_register(self, pairs: list[tuple[str, str]]) -> None:
+        if not self.settings.ingest.auto_register:
+            return
+        from sensorlake.registry import Device
+        self.registry.upsert([Device(tenant=t, id=d) for t, d in pairs])
+        self._context_checked = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start_worker(self) -> None:
+        self._worker_thread = threading.Thread(target=self._run_worker, name="worker",
+                                               daemon=True)
+        self._worker_thread.start()
+
+    def _run_worker(self) -> None:
+        last_retention = 0.0
+        stop = threading.Event()
+
+        def maintain() -> None:
+            nonlocal last_retention
+            while not self._stop.wait(5):
+                if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:
+                    last_retention = time.monotonic()
+                    try:
+                        self.hot.apply_retention()
+                    except Exception:  # retention must never stop ingest
+                        log.exception("retention failed; will try again in an hour")
+            stop.set()
+
+        threading.Thread(target=maintain, name="maintenance", daemon=True).start()
+        try:
+            self.worker.run(stop)
+        except Exception:
+            log.exception("worker stopped on an unexpected error")
+            raise
+
+    def ready(self) -> bool:
+        return self._worker_thread is not None and self._worker_thread.is_alive()
+
+    def serve(self, host: str | None = None, port: int | None = None,
+              on_started: Any = None) -> None:
+        """Run the HTTP API in this thread until interrupted; then shut down gracefully."""
+        from sensorlake.api.app import create_app
+        host = host or self.settings.http.host
+        port = self.settings.http.port if port is None else port
+        config = uvicorn.Config(create_app(self), host=host, port=port, log_level="warning",
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        self._server = server = uvicorn.Server(config)
+        self.url = f"http://{host}:{port}"
+
+        def announce() -> None:
+            while not server.started and not self._stop.is_set():
+                time.sleep(0.02)
+            if server.started:
+                self._write_run_file()
+                if on_started:
+                    on_started(self)
+
+        threading.Thread(target=announce, name="announce", daemon=True).start()
+        try:
+            server.run()
+        finally:
+            self.close()
+
+    def request_stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        else:
+            self._stop.set()
+
+    def close(self) -> None:
+        """Finish the current batch, write the pending lake span, ack, close files."""
+        self._stop.set()
+        if self._worker_thread is not None:
+            self._worker_thread.join(timeout=120)
+        self._remove_run_file()
+        self.log.close()
+        self.hot.close()
+        self.quarantine.close()
+        self.catalog.close()
+
+    # -- discovery for CLI commands ---------------------------------------------------------
+    @property
+    def run_file(self) -> Path:
+        return self.settings.path("run", "server.json")
+
+    def _write_run_file(self) -> None:
+        self.run_file.parent.mkdir(parents=True, exist_ok=True)
+        self.run_file.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+
+    def _remove_run_file(self) -> None:
+        try:
+            if json.loads(self.run_file.read_text()).get("pid") == os.getpid():
+                self.run_file.unlink()
+        except (OSError, ValueError):
+            pass
+
+    # -- status -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        stats = self.log.stats()
+        acked = stats.acked.get(self.worker.consumer, 0)
+        oldest = stats.oldest_unacked_us
+        worker = asdict(self.worker.stats)
+        for key in ("last_hot_commit", "last_lake_commit"):
+            if worker[key] is not None:
+                worker[key] = worker[key].isoformat()
+        return {
+            "started_at": self.started_at.isoformat(),
+            "log": {"last_offset": stats.last_offset, "acked_offset": acked,
+                    "backlog": stats.last_offset - acked, "stored_bytes": stats.stored_bytes,
+                    "max_bytes": stats.max_bytes,
+                    "oldest_unacked_age_seconds": None if oldest is None
+                    else round(time.time() - oldest / 1e6, 3)},
+            "worker": {**worker, "processed_offset": self.worker.cursor},
+            "ingest": asdict(self.counters),
+            "quarantine": {"count": self.quarantine.count()},
+        }
+
+
+def server_url(settings: Settings) -> str | None:
+    """The URL of a `sensorlake up` running on this data folder, if any."""
+    path = settings.path("run", "server.json")
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+        return str(info["url"])
+    except (OSError, ValueError, KeyError):
+        return None

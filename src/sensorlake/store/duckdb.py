@@ -1,0 +1,196 @@
+"""The embedded hot store: one DuckDB file, with the lake behind it for old ranges.
+
+`readings` has no primary key or ART index (it would have to fit in memory at hundreds of
+millions of rows). Writes are insert-if-absent by an anti-join restricted to the batch's ts
+range, so DuckDB prunes row groups by their zone maps and only recent data is probed. A
+small `latest` table (one row per tenant, device, metric; primary key) is upserted in the
+same transaction. One parent connection; every call works on its own cursor; one lock
+serializes writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sensorlake.errors import SinkUnavailable
+from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, ReadingQuery
+from sensorlake.store.lake import ParquetLake
+from sensorlake.store.memory import conform, dedupe_first
+from sensorlake.store.query import (
+    DUCKDB,
+    latest_sql,
+    matches_nothing,
+    plan_parts,
+    read_parquet,
+    series_sql,
+    ts_literal,
+    utc,
+)
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS readings (
+    tenant VARCHAR NOT NULL, device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL, value DOUBLE NOT NULL, quality SMALLINT NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL, lat DOUBLE, lon DOUBLE);
+CREATE TABLE IF NOT EXISTS latest (
+    tenant VARCHAR NOT NULL, device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL, value DOUBLE NOT NULL, lat DOUBLE, lon DOUBLE,
+    PRIMARY KEY (tenant, device_id, metric));
+"""
+
+UPSERT_LATEST = """
+INSERT INTO latest
+SELECT tenant, device_id, metric, ts, value, lat, lon FROM fresh
+QUALIFY row_number() OVER (PARTITION BY tenant, device_id, metric ORDER BY ts DESC) = 1
+ON CONFLICT (tenant, device_id, metric) DO UPDATE
+SET ts = excluded.ts, value = excluded.value, lat = excluded.lat, lon = excluded.lon
+WHERE excluded.ts > latest.ts
+"""
+
+RANGE_GAP_US = 3_600_000_000
+"""Readings further apart than this in one batch are probed as separate ts ranges."""
+MAX_RANGES = 8
+
+
+def ts_ranges(ts_us: np.ndarray, gap: int = RANGE_GAP_US,
+              max_ranges: int = MAX_RANGES) -> list[tuple[int, int]]:
+    """Inclusive (lo, hi) ranges covering every value, split at the widest gaps over `gap`,
+    so a batch with a few late readings does not make the anti-join scan days of data."""
+    values = np.unique(ts_us)
+    if len(values) == 0:
+        return []
+    gaps = np.diff(values)
+    cuts = np.flatnonzero(gaps > gap)
+    if len(cuts) >= max_ranges:
+        cuts = np.sort(cuts[np.argsort(gaps[cuts], kind="stable")[-(max_ranges - 1):]])
+    starts = [0, *(cuts + 1).tolist()]
+    ends = [*cuts.tolist(), len(values) - 1]
+    return [(int(values[a]), int(values[b])) for a, b in zip(starts, ends, strict=True)]
+
+
+class DuckDBStore:
+    """HotStore on DuckDB; ranges older than the retention horizon come from the lake."""
+
+    def __init__(self, path: Path, lake: ParquetLake | None = None,
+                 retention_days: float = 30,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.path = Path(path)
+        self.lake = lake
+        self.retention = timedelta(days=retention_days)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._write_lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            raise SinkUnavailable(
+                f"cannot open the hot store {self.path}: {exc} (is another process using it?)"
+            ) from exc
+        self._conn.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._conn.execute(SCHEMA_SQL)
+        self._writer = self._conn.cursor()
+        self._writer.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS fresh AS SELECT * FROM readings LIMIT 0")
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._cursor_lock:
+            cur = self._conn.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def horizon(self, now: datetime | None = None) -> datetime:
+        """Readings older than this leave the table (and are read from the lake)."""
+        return utc(now or self._clock()) - self.retention
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def write(self, readings: pa.Table) -> int:
+        """Insert rows whose (tenant, device_id, metric, ts) is absent; first one wins."""
+        batch = dedupe_first(conform(readings))
+        if batch.num_rows == 0:
+            return 0
+        ranges = ts_ranges(pc.cast(batch.column("ts"), pa.int64()).to_numpy())
+        with self._write_lock:
+            cur = self._writer
+            cur.register("batch", batch)
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute("DELETE FROM fresh")
+                for lo, hi in ranges:
+                    span = f"{ts_literal(lo)} AND {ts_literal(hi)}"
+                    cur.execute(
+                        "INSERT INTO fresh SELECT b.* FROM batch b "
+                        f"WHERE b.ts BETWEEN {span} AND NOT EXISTS ("
+                        "SELECT 1 FROM readings r WHERE r.tenant = b.tenant "
+                        "AND r.device_id = b.device_id AND r.metric = b.metric "
+                        f"AND r.ts = b.ts AND r.ts BETWEEN {span})")
+                added = cur.sql("SELECT count(*) FROM fresh").fetchall()[0][0]
+                if added:
+                    cur.execute("INSERT INTO readings SELECT * FROM fresh")
+                    cur.execute(UPSERT_LATEST)
+                cur.execute("COMMIT")
+            except duckdb.Error as exc:
+                cur.execute("ROLLBACK")
+                raise SinkUnavailable(f"hot store {self.path}: write failed: {exc}") from exc
+            finally:
+                cur.unregister("batch")
+            return int(added)
+
+    def apply_retention(self, now: datetime | None = None) -> int:
+        """Delete readings older than the horizon (the lake keeps them); rows deleted."""
+        horizon = self.horizon(now)
+        with self._write_lock:
+            rows = self._writer.sql("DELETE FROM readings WHERE ts < ?",
+                                    params=[horizon]).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def readings(self, query: ReadingQuery) -> pa.Table:
+        """SERIES_SCHEMA; the part of the range before the horizon comes from the lake."""
+        if matches_nothing(query):
+            return SERIES_SCHEMA.empty_table()
+        horizon = self.horizon()
+        cold = None
+        if self.lake is not None and utc(query.start) < horizon:
+            files = self.lake.files("readings", utc(query.start), min(utc(query.end), horizon))
+            cold = read_parquet(files) if files else None
+        sql, params = series_sql(query, plan_parts(query, "readings", cold, horizon), DUCKDB)
+        with self._cursor() as cur:
+            table = cur.sql(sql, params=params).to_arrow_table()
+        return table.cast(SERIES_SCHEMA)
+
+    def latest(self, tenant: str, metrics: tuple[str, ...] | None = None,
+               device_ids: tuple[str, ...] | None = None) -> pa.Table:
+        """LATEST_SCHEMA from the `latest` table (greatest ts ever written per key)."""
+        if device_ids == ():
+            return LATEST_SCHEMA.empty_table()
+        sql, params = latest_sql(tenant, metrics, device_ids, "latest", DUCKDB)
+        with self._cursor() as cur:
+            table = cur.sql(sql, params=params).to_arrow_table()
+        return table.cast(LATEST_SCHEMA)
+
+    def count(self, tenant: str | None = None) -> int:
+        sql, params = "SELECT count(*) FROM readings", []
+        if tenant is not None:
+            sql, params = sql + " WHERE tenant = ?", [tenant]
+        with self._cursor() as cur:
+            return int(cur.sql(sql, params=params).fetchall()[0][0])
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+            self._conn.close()

@@ -1,0 +1,411 @@
+"""The Log contract, checked against every backend (MemoryLog and SQLiteLog)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from sensorlake.config import Settings
+from sensorlake.errors import Backpressure, NotFound, TransientError
+from sensorlake.log import Log, MemoryLog, SQLiteLog, open_log
+from sensorlake.log.base import LOG_ENTRY_SCHEMA, AppendResult, Envelope, Span
+from sensorlake.log.memory import LogClosed
+
+NOW = time.time_ns() // 1000
+
+
+def env(msg_id: str | int, *, device: str = "d1", seq: int | None = None, size: int = 10,
+        tenant: str = "t1", received_at: int | None = None) -> Envelope:
+    return Envelope(msg_id=str(msg_id), tenant=tenant, device_id=device, source="http",
+                    codec="envelope", payload=b"x" * size,
+                    received_at_us=NOW if received_at is None else received_at, seq=seq)
+
+
+def envs(ids: range, **kw: Any) -> list[Envelope]:
+    return [env(i, **kw) for i in ids]
+
+
+def offsets(log: Log, after: int = 0) -> list[int]:
+    return log.read(after, max_messages=1_000_000, max_bytes=1 << 40).table.column(
+        "offset").to_pylist()
+
+
+class Factory:
+    """Opens logs of one backend; `reopen` is a real restart for SQLite, a no-op in memory."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind, self.folder, self.opened = kind, folder, []
+        self.kw: dict[str, Any] = {}
+
+    def __call__(self, **kw: Any) -> Any:
+        self.kw = kw
+        log = MemoryLog(**kw) if self.kind == "memory" else SQLiteLog(
+            self.folder / "log" / "log.db", **kw)
+        self.opened.append(log)
+        return log
+
+    def reopen(self, log: Any) -> Any:
+        if self.kind == "memory":
+            return log
+        log.close()
+        return self(**self.kw)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    factory = Factory(request.param, tmp_path)
+    yield factory
+    for log in factory.opened:
+        log.close()
+
+
+def test_is_a_log_and_offsets_count_from_one(make: Factory) -> None:
+    log = make()
+    assert isinstance(log, Log)
+    assert log.append([env(1), env(2)]) == AppendResult(2, 0, {})
+    log.append([env(3)])
+    log.append(envs(range(4, 11)))
+    batch = log.read(0)
+    assert batch.table.schema == LOG_ENTRY_SCHEMA
+    assert batch.table.column("offset").to_pylist() == list(range(1, 11))
+    assert batch.table.column("msg_id").to_pylist() == [str(i) for i in range(1, 11)]
+    assert batch.table.column("received_at").type == pa.timestamp("us", tz="UTC")
+    assert batch.table.column("received_at")[0].value == NOW
+    assert batch.table.column("payload")[0].as_py() == b"x" * 10
+    assert batch.span == Span(1, 10) and len(batch) == 10
+
+
+def test_read_limits(make: Factory) -> None:
+    log = make()
+    log.append(envs(range(1, 11)))
+    assert log.read(0, max_messages=3).span == Span(1, 3)
+    assert log.read(3, max_messages=3).span == Span(4, 6)
+    assert log.read(0, max_bytes=25).span == Span(1, 2)
+    assert log.read(0, max_bytes=30).span == Span(1, 3)
+    assert log.read(4, max_bytes=1).span == Span(5, 5)  # always at least one entry
+    empty = log.read(10)
+    assert len(empty) == 0 and empty.span is None and empty.table.schema == LOG_ENTRY_SCHEMA
+
+
+def test_read_wait_wakes_on_append(make: Factory) -> None:
+    log = make()
+    start = time.monotonic()
+    assert len(log.read(0, wait=0.2)) == 0
+    assert time.monotonic() - start >= 0.15
+    timer = threading.Timer(0.2, lambda: log.append([env("late")]))
+    timer.start()
+    start = time.monotonic()
+    batch = log.read(0, wait=10)
+    timer.join()
+    assert batch.table.column("msg_id").to_pylist() == ["late"]
+    assert time.monotonic() - start < 5
+
+
+def test_duplicates_are_no_ops(make: Factory) -> None:
+    log = make()
+    assert log.append([env("a"), env("a"), env("b")]) == AppendResult(2, 1, {})
+    assert log.append([env("a"), env("c")]) == AppendResult(1, 1, {})
+    assert log.read(0).table.column("msg_id").to_pylist() == ["a", "b", "c"]
+    # the same ids from many threads at once (one group commit for SQLite): stored once
+    futures: list[list[Future[AppendResult]]] = [[] for _ in range(8)]
+
+    def submitter(mine: list[Future[AppendResult]]) -> None:
+        mine.extend(log.submit([env(f"m{i}")]) for i in range(100))
+
+    threads = [threading.Thread(target=submitter, args=(fs,)) for fs in futures]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results = [f.result() for fs in futures for f in fs]
+    assert sum(r.accepted for r in results) == 100
+    assert sum(r.duplicates for r in results) == 700
+    assert offsets(log) == list(range(1, 104))
+
+
+def test_watermarks(make: Factory) -> None:
+    log = make()
+    r = log.append([env(1, seq=1), env(2, seq=2), env(4, seq=4), env(5, seq=5)])
+    assert r.watermarks == {("t1", "d1"): 2}
+    assert log.append([env(6, seq=7, device="d2")]).watermarks == {("t1", "d2"): 0}
+    r = log.append([env(3, seq=3), env(7, device="d3")])  # fills the gap; d3 sends no seq
+    assert r.watermarks == {("t1", "d1"): 5}
+    assert log.append([env(3, seq=3)]) == AppendResult(0, 1, {("t1", "d1"): 5})
+    log.append([env(8, seq=2), env(9, seq=9), env(10, seq=1, tenant="t2")])
+    assert log.watermarks("t1", ["d1", "d2", "d3", "nope"]) == {"d1": 5, "d2": 0}
+    assert log.watermarks("t2", ["d1"]) == {"d1": 1}
+    log = make.reopen(log)
+    assert log.watermarks("t1", ["d1", "d2"]) == {"d1": 5, "d2": 0}
+    assert log.append([env(11, seq=6), env(12)]).watermarks == {("t1", "d1"): 6}
+    assert log.append([env(13, seq=8)]).watermarks == {("t1", "d1"): 6}
+    assert log.append([env(14, seq=7)]).watermarks == {("t1", "d1"): 9}  # 8, 9 were pending
+    log = make.reopen(log)
+    assert log.watermarks("t1", ["d1"]) == {"d1": 9}
+
+
+def test_backpressure_never_deletes_unacked(make: Factory) -> None:
+    log = make(max_bytes=100)
+    log.append(envs(range(1, 11)))  # 100 bytes: full
+    with pytest.raises(Backpressure, match="log is full: 100 bytes of 100") as info:
+        log.append([env(11)])
+    assert info.value.retry_after > 0 and isinstance(info.value, TransientError)
+    assert log.append([env(5)]) == AppendResult(0, 1, {})  # a duplicate takes no room
+    with pytest.raises(Backpressure):
+        log.append([env("huge", size=101)])
+    assert offsets(log) == list(range(1, 11))
+    log.ack("worker", Span(1, 4))
+    assert offsets(log) == list(range(1, 11))  # kept for replay while there is room
+    assert log.append(envs(range(11, 14))).accepted == 3  # makes room from acked 1..3 only
+    assert offsets(log) == list(range(4, 14))
+    with pytest.raises(Backpressure):  # 4 is acked, but two are needed: all or nothing
+        log.append(envs(range(14, 16)))
+    assert log.read_span(Span(5, 13)).span == Span(5, 13)
+    assert log.stats().last_offset == 13
+    log.ack("worker", Span(5, 13))
+    assert log.append(envs(range(14, 16))).accepted == 2
+    assert offsets(log)[-1] == 15 and log.stats().stored_bytes <= 100
+
+
+def test_consumers_claim_ack_position_survive_reopen(make: Factory) -> None:
+    log = make()
+    log.append(envs(range(1, 21)))
+    assert log.position("worker") == 0 and log.claimed("worker") is None
+    log.claim("worker", Span(1, 10))
+    assert log.claimed("worker") == Span(1, 10)
+    log = make.reopen(log)
+    assert log.claimed("worker") == Span(1, 10) and log.position("worker") == 0
+    log.ack("worker", Span(1, 10))
+    assert log.claimed("worker") is None and log.position("worker") == 10
+    log.claim("worker", Span(11, 15))
+    log.ack("other", Span(1, 3))
+    log.ack("worker", Span(1, 5))  # never moves back
+    log = make.reopen(log)
+    assert log.position("worker") == 10 and log.claimed("worker") is None
+    assert log.position("other") == 3 and log.position("nobody") == 0
+    with pytest.raises(ValueError, match="ends at offset 20"):
+        log.ack("worker", Span(15, 25))
+
+
+def test_replay(make: Factory) -> None:
+    log = make(keep_acked_seconds=3600)
+    log.append(envs(range(1, 11)))
+    log.claim("worker", Span(1, 8))
+    log.ack("worker", Span(1, 8))
+    log.claim("worker", Span(9, 10))
+    log.replay("worker", 3)
+    assert log.position("worker") == 2 and log.claimed("worker") is None
+    log = make.reopen(log)
+    assert log.position("worker") == 2
+    assert log.read(log.position("worker")).span == Span(3, 10)
+    with pytest.raises(ValueError):
+        log.replay("worker", 12)
+
+
+def test_replay_of_pruned_offsets_is_not_found(make: Factory) -> None:
+    log = make(keep_acked_seconds=0)
+    log.append(envs(range(1, 11)))
+    log.ack("worker", Span(1, 6))  # keep_acked_seconds=0: deleted on ack
+    with pytest.raises(NotFound, match=r"retains offsets 7\.\.10"):
+        log.replay("worker", 2)
+    log.replay("worker", 7)
+    assert log.position("worker") == 6
+
+
+def test_read_span_and_prune(make: Factory) -> None:
+    old = NOW - 7200 * 1_000_000
+    log = make(keep_acked_seconds=3600)
+    log.append(envs(range(1, 6), received_at=old) + envs(range(6, 11)))
+    assert log.read_span(Span(3, 7)).table.column("offset").to_pylist() == [3, 4, 5, 6, 7]
+    log.ack("worker", Span(1, 8))  # 1..5 are older than keep_acked_seconds, 6..8 are not
+    assert offsets(log) == list(range(6, 11))
+    with pytest.raises(NotFound, match="offsets 4-5 are not retained"):
+        log.read_span(Span(4, 7))
+    with pytest.raises(NotFound, match="11-12"):
+        log.read_span(Span(10, 12))
+    log.append(envs(range(11, 13), received_at=old))
+    log.ack("slow", Span(1, 7))
+    assert log.prune() == 0  # 11..12 are old but above the slowest consumer's position
+    assert offsets(log) == list(range(6, 13))
+
+
+def test_offsets_are_never_reused(make: Factory) -> None:
+    log = make(keep_acked_seconds=0)
+    log.append(envs(range(1, 6)))
+    log.ack("worker", Span(1, 5))
+    assert log.stats().first_offset == 0 and log.stats().stored_bytes == 0
+    log = make.reopen(log)
+    assert log.stats().last_offset == 5 and offsets(log) == []
+    log.append(envs(range(6, 8)))
+    assert offsets(log) == [6, 7]
+    log.append([env(1)])  # a pruned msg_id is no longer known
+    assert offsets(log) == [6, 7, 8]
+
+
+def test_prune_keeps_recent_acked_and_everything_unacked(make: Factory) -> None:
+    old = NOW - 7200 * 1_000_000
+    log = make(keep_acked_seconds=3600)
+    log.append(envs(range(1, 5), received_at=old) + envs(range(5, 8)))
+    log.ack("b", Span(1, 2))
+    log.ack("a", Span(1, 6))  # the slowest consumer bounds pruning
+    assert offsets(log) == list(range(3, 8))
+    log.ack("b", Span(3, 7))
+    assert offsets(log) == [5, 6, 7]
+    assert log.prune() == 0
+
+
+def test_concurrent_submits_are_group_committed(make: Factory) -> None:
+    log = make()
+    futures: list[list[Future[AppendResult]]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def submitter(t: int) -> None:
+        start.wait()
+        for i in range(500):
+            futures[t].append(log.submit([env(f"{t}-{i}", device=f"d{t}", seq=i + 1)]))
+
+    threads = [threading.Thread(target=submitter, args=(t,)) for t in range(8)]
+    commits_before = log.commits
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results = [f.result(timeout=60) for fs in futures for f in fs]
+    assert all(r.accepted == 1 for r in results)
+    assert offsets(log) == list(range(1, 4001))
+    assert len(set(log.read(0, max_messages=5000).table.column("msg_id").to_pylist())) == 4000
+    assert log.watermarks("t1", [f"d{t}" for t in range(8)]) == {f"d{t}": 500 for t in range(8)}
+    commits = log.commits - commits_before
+    if make.kind == "sqlite":
+        assert commits < 4000
+    else:
+        assert commits == 4000  # MemoryLog commits each submit at once
+
+
+def test_stats(make: Factory) -> None:
+    log = make(max_bytes=1000)
+    assert log.stats().first_offset == 0 and log.stats().last_offset == 0
+    assert log.stats().oldest_unacked_us is None
+    log.append([env(i, received_at=NOW + i) for i in range(1, 11)])
+    s = log.stats()
+    assert (s.first_offset, s.last_offset, s.stored_bytes, s.max_bytes) == (1, 10, 100, 1000)
+    assert s.acked == {} and s.oldest_unacked_us == NOW + 1
+    log.ack("worker", Span(1, 4))
+    log.ack("lake", Span(1, 6))
+    s = log.stats()
+    assert s.acked == {"worker": 4, "lake": 6} and s.oldest_unacked_us == NOW + 5
+    log.ack("worker", Span(5, 10))
+    log.ack("lake", Span(7, 10))
+    assert log.stats().oldest_unacked_us is None
+
+
+def test_close_is_idempotent_and_final(make: Factory) -> None:
+    with make() as log:
+        future = log.submit([env(1)])
+    assert future.result().accepted == 1
+    log.close()
+    with pytest.raises(LogClosed):
+        log.append([env(2)])
+    if make.kind == "sqlite":
+        log = make()
+        assert offsets(log) == [1]
+
+
+@pytest.fixture
+def sqlite_log(tmp_path: Path) -> Iterator[SQLiteLog]:
+    log = SQLiteLog(tmp_path / "log.db")
+    yield log
+    log.close()
+
+
+def test_sqlite_writer_errors_fail_the_commit_not_the_thread(sqlite_log: SQLiteLog) -> None:
+    import sqlite3
+
+    real: Callable[..., Any] = sqlite_log._known
+    calls = iter([sqlite3.OperationalError("disk I/O error")])
+
+    def broken(ids: list[str]) -> set[str]:
+        failure = next(calls, None)
+        if failure is not None:
+            raise failure
+        return real(ids)
+
+    sqlite_log._known = broken  # type: ignore[method-assign]
+    with pytest.raises(TransientError, match="disk I/O error"):
+        sqlite_log.append([env(1, seq=1)])
+    assert sqlite_log.append([env(2, seq=1)]).watermarks == {("t1", "d1"): 1}
+    assert offsets(sqlite_log) == [1]
+    assert sqlite_log.read(0).table.column("msg_id").to_pylist() == ["2"]
+
+
+def test_sqlite_one_writer_per_file(sqlite_log: SQLiteLog) -> None:
+    with pytest.raises(Exception, match="already open"):
+        SQLiteLog(sqlite_log.path)
+
+
+def test_open_log_uses_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    with open_log(settings) as log:
+        assert isinstance(log, SQLiteLog)
+        assert log.path == tmp_path / "data" / "log" / "log.db" and log.path.exists()
+        assert log.max_bytes == settings.log.max_bytes
+
+
+CHILD = """
+import sys, threading
+from pathlib import Path
+from sensorlake.log.sqlite import SQLiteLog
+from sensorlake.log.base import Envelope
+log = SQLiteLog(Path(sys.argv[1]))
+lock = threading.Lock()
+def work(t):
+    i = 0
+    while True:
+        batch = [Envelope(f"{t}-{i}-{k}", "t1", f"d{t}", "http", "envelope", b"p" * 300, 1,
+                          i * 3 + k + 1) for k in range(3)]
+        log.append(batch)
+        with lock:
+            sys.stdout.write(" ".join(e.msg_id for e in batch) + "\\n")
+            sys.stdout.flush()
+        i += 1
+for t in range(4):
+    threading.Thread(target=work, args=(t,), daemon=True).start()
+threading.Event().wait()
+"""
+
+
+@pytest.mark.slow
+def test_sqlite_appends_survive_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "log" / "log.db"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout is not None
+    acknowledged: list[str] = []
+    for line in child.stdout:
+        acknowledged += line.split()
+        if len(acknowledged) >= 3000:
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    rest, _ = child.communicate(timeout=30)
+    acknowledged += rest.split()
+    assert child.returncode == -signal.SIGKILL
+    with SQLiteLog(path) as log:
+        table = log.read(0, max_messages=10_000_000, max_bytes=1 << 40).table
+        stored = set(table.column("msg_id").to_pylist())
+        assert set(acknowledged) <= stored
+        assert table.column("offset").to_pylist() == list(range(1, table.num_rows + 1))
+        marks = log.watermarks("t1", [f"d{t}" for t in range(4)])
+        for t in range(4):
+            sent = [int(m.split("-")[1]) * 3 + int(m.split("-")[2]) + 1
+                    for m in acknowledged if m.startswith(f"{t}-")]
+            assert marks[f"d{t}"] >= max(sent)
