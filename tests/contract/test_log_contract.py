@@ -331,16 +331,16 @@ def sqlite_log(tmp_path: Path) -> Iterator[SQLiteLog]:
 def test_sqlite_writer_errors_fail_the_commit_not_the_thread(sqlite_log: SQLiteLog) -> None:
     import sqlite3
 
-    real: Callable[..., Any] = sqlite_log._known
+    real: Callable[..., Any] = sqlite_log._insert
     calls = iter([sqlite3.OperationalError("disk I/O error")])
 
-    def broken(ids: list[str]) -> set[str]:
+    def broken(rows: list[Any]) -> int:
         failure = next(calls, None)
         if failure is not None:
             raise failure
-        return real(ids)
+        return real(rows)
 
-    sqlite_log._known = broken  # type: ignore[method-assign]
+    sqlite_log._insert = broken  # type: ignore[method-assign]
     with pytest.raises(TransientError, match="disk I/O error"):
         sqlite_log.append([env(1, seq=1)])
     assert sqlite_log.append([env(2, seq=1)]).watermarks == {("t1", "d1"): 1}

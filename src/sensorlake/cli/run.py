@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sensorlake.auth.tokens import Role
@@ -90,12 +89,12 @@ def demo(
 
     def started(rt: Runtime) -> None:
         feed.start(rt.url or "")
-        console.print(Panel.fit(
-            f"[bold]sensorlake demo[/bold]: {devices} simulated devices → {rt.url}\n"
-            f"data folder  {settings.data_dir.resolve()}\n"
-            f"owner token  {owner_token}\n"
-            f"try          curl -s -H 'Authorization: Bearer {owner_token}' "
-            f"'{rt.url}/api/v1/latest?metric=pm2_5'", title="running"))
+        console.print(f"[bold]sensorlake demo[/bold]: {devices} simulated devices posting to "
+                      f"{rt.url} · data in {settings.data_dir.resolve()}", highlight=False)
+        console.print(f"  [dim]{'owner token':<12}[/dim]{owner_token}\n  [dim]{'try':<12}[/dim]"
+                      f"curl -s -H 'Authorization: Bearer {owner_token}' "
+                      f"'{rt.url}/api/v1/latest?metric=pm2_5'", soft_wrap=True,
+                      highlight=False)
         threading.Thread(target=_watch, args=(rt, feed, seconds), daemon=True).start()
 
     runtime.start_worker()
@@ -103,15 +102,19 @@ def demo(
     feed.stop()
     console.print(summary_table(runtime, feed))
     data = settings.data_dir
-    console.print(Panel.fit(
-        f"data folder  {data.resolve()}\nowner token  {owner_token}\n\n"
-        f"[bold]query[/bold]        sensorlake query --data-dir {data} --device aq-0001 "
-        f"--metric pm2_5 --from -10m --every 1m\n"
-        f"[bold]lake[/bold]         python -c \"import duckdb; print(duckdb.sql(\\\"select "
-        f"metric, count(*), round(avg(value),1) from read_parquet('{data}/lake/readings/**/"
-        f"*.parquet', hive_partitioning=true) group by metric\\\"))\"\n"
-        f"[bold]again[/bold]        sensorlake demo --data-dir {data}  (continues where it "
-        f"stopped)", title="what next"))
+    lake_sql = ("select metric, count(*) readings, round(avg(value), 1) mean from read_parquet("
+                f"'{data}/lake/readings/**/*.parquet', hive_partitioning=true) group by all")
+    console.print("\n[bold]What next[/bold] (the owner token reads the API while "
+                  "`sensorlake up` runs):")
+    for label, line in [
+        ("owner token", owner_token),
+        ("query", f"sensorlake query --data-dir {data} --device aq-0001 --metric pm2_5 "
+                  "--from -10m --every 1m"),
+        ("lake", f'python -c "import duckdb; print(duckdb.sql(\\"{lake_sql}\\"))"'),
+        ("serve", f"sensorlake up --data-dir {data}"),
+        ("again", f"sensorlake demo --data-dir {data}   # continues where it stopped"),
+    ]:
+        console.print(f"  [dim]{label:<12}[/dim]{line}", soft_wrap=True, highlight=False)
 
 
 def _watch(runtime: Runtime, feed: DemoFeed, seconds: float) -> None:

@@ -10,9 +10,9 @@ serializes writes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorlake.errors import SinkUnavailable
+from sensorlake.errors import NotFound, SinkUnavailable
 from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, ReadingQuery
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.memory import conform, dedupe_first
@@ -82,27 +82,32 @@ class DuckDBStore:
 
     def __init__(self, path: Path, lake: ParquetLake | None = None,
                  retention_days: float = 30,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, read_only: bool = False) -> None:
         self.path = Path(path)
         self.lake = lake
         self.retention = timedelta(days=retention_days)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._write_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
+        if read_only and not self.path.exists():
+            raise NotFound(f"no hot store at {self.path} yet: start `sensorlake up` or "
+                           "`sensorlake demo` on this --data-dir first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = duckdb.connect(str(self.path))
+            self._conn = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
             raise SinkUnavailable(
                 f"cannot open the hot store {self.path}: {exc} (is another process using it?)"
             ) from exc
         self._conn.execute("SET GLOBAL TimeZone = 'UTC'")
-        self._conn.execute(SCHEMA_SQL)
+        if not read_only:
+            self._conn.execute(SCHEMA_SQL)
         self._writer = self._conn.cursor()
-        self._writer.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS fresh AS SELECT * FROM readings LIMIT 0")
+        if not read_only:
+            self._writer.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS fresh AS SELECT * FROM readings LIMIT 0")
 
-    @contextmanager
+    @contextlib.contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._cursor_lock:
             cur = self._conn.cursor()
@@ -143,7 +148,8 @@ class DuckDBStore:
                     cur.execute(UPSERT_LATEST)
                 cur.execute("COMMIT")
             except duckdb.Error as exc:
-                cur.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
                 raise SinkUnavailable(f"hot store {self.path}: write failed: {exc}") from exc
             finally:
                 cur.unregister("batch")

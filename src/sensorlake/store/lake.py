@@ -9,6 +9,7 @@ most temp files, which no glob matches and later writes to the folder remove.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -95,9 +96,12 @@ def _clean_dir(folder: Path, max_age: float) -> int:
     limit = time.time() - max_age
     with os.scandir(folder) as it:
         for entry in it:
-            if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < limit:
-                Path(entry.path).unlink(missing_ok=True)
-                removed += 1
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # a writer may just have renamed it
+                if entry.stat().st_mtime < limit:
+                    Path(entry.path).unlink()
+                    removed += 1
     return removed
 
 
@@ -236,6 +240,8 @@ def _hour_index(at: datetime) -> int:
 def _conform(dataset: Dataset, table: pa.Table) -> pa.Table:
     """`table` with exactly the dataset's columns and types (extra columns such as msg_id
     are dropped)."""
+    if dataset not in SCHEMAS:
+        raise ValueError(f"unknown lake dataset {dataset!r}: use 'raw' or 'readings'")
     schema = SCHEMAS[dataset]
     return table.select(schema.names).cast(schema)
 

@@ -6,9 +6,9 @@ import asyncio
 import time
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import ORJSONResponse
+from starlette.responses import Response
 
-from sensorlake.api.deps import PrincipalDep, RuntimeDep
+from sensorlake.api.deps import PrincipalDep, RuntimeDep, json_response
 from sensorlake.auth.tokens import Action, authorize
 from sensorlake.errors import AuthError, Backpressure, InputError, TransientError
 from sensorlake.ingest.body import BodyTooLarge, read_body
@@ -32,7 +32,8 @@ INGEST_EXAMPLE = {"device": "aq-0001", "ts": "2026-11-23T14:00:00Z", "seq": 42,
                413: {"description": "Body (after gzip) over http.max_body_bytes"},
                503: {"description": "The log is full: retry after Retry-After seconds"}},
 )
-async def ingest(request: Request, runtime: RuntimeDep, principal: PrincipalDep) -> ORJSONResponse:
+async def ingest(request: Request, runtime: RuntimeDep,
+                 principal: PrincipalDep) -> Response:
     try:
         authorize(principal, Action.WRITE, principal.tenant)
         body = await read_body(request, runtime.settings.http.max_body_bytes)
@@ -65,4 +66,4 @@ async def ingest(request: Request, runtime: RuntimeDep, principal: PrincipalDep)
         content["errors"] = parsed.errors[:100]
     runtime.counters.http_requests += 1
     runtime.counters.http_envelopes += result.accepted
-    return ORJSONResponse(content)
+    return json_response(content)

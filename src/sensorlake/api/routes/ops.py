@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import ORJSONResponse
+from starlette.responses import Response
 
-from sensorlake.api.deps import PrincipalDep, RuntimeDep
+from sensorlake.api.deps import PrincipalDep, RuntimeDep, json_response
 from sensorlake.api.routes.readings import _allow, _rows
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", summary="200 when ingest, worker and stores are ready")
-def healthz(runtime: RuntimeDep) -> ORJSONResponse:
+def healthz(runtime: RuntimeDep) -> Response:
     ready = runtime.ready()
-    return ORJSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready
-                          else 503)
+    return json_response({"status": "ok" if ready else "starting"}, 200 if ready else 503)
 
 
 @router.get("/api/v1/status", summary="Log backlog, worker progress and quarantine counts")
