@@ -5,11 +5,13 @@
     every lake_flush_seconds / lake_flush_rows:
         log.claim(span) ─▶ lake raw/ + readings/ files (create-if-absent, fsync) ─▶ log.ack(span)
 
-The hot store commits every batch so readings are queryable within a second; the log is
-acknowledged only after the lake files that carry the span are durable. A crash between the
-two replays the span from the log: the hot store ignores rows it already has, and the claim
-makes the replay cut exactly the same span, so lake files get the same names and are not
-written twice.
+The hot store commits every batch so readings are queryable within a second, and tags each
+row with the log offset of the message that first stored it; the log is acknowledged only
+after the lake files of the span are durable. Those files hold exactly the rows the span
+inserted (`hot.span_readings`), so a reading that arrives again in a later message never
+reaches the lake twice. A crash between the two replays the span from the log: the hot store
+ignores rows it already has, the claim makes the replay cut exactly the same span, and the
+span's rows are read back from the hot store, so lake files get the same names and content.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ from sensorlake.config import Settings
 from sensorlake.decode import decode
 from sensorlake.errors import TransientError
 from sensorlake.log.base import Log, LogBatch, Span
-from sensorlake.model import READING_SCHEMA
 from sensorlake.process.base import Batch, Context, Stage
 from sensorlake.process.stages import default_stages
-from sensorlake.store.base import QUARANTINE_SCHEMA, HotStore, Lake, Quarantine
+from sensorlake.store.base import HOT_SCHEMA, QUARANTINE_SCHEMA, HotStore, Lake, Quarantine
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,10 @@ class WorkerStats:
 
 @dataclass
 class _Pending:
+    """The span processed into the hot store but not yet into the lake."""
+
     first: int | None = None
     last: int = 0
-    tables: list[pa.Table] = field(default_factory=list)
     rows: int = 0
     since: float = field(default_factory=time.monotonic)
 
@@ -99,6 +101,8 @@ class Worker:
         self._pending = _Pending()
         self._cursor = log_.position(consumer)
         self._on_unknown_devices = on_unknown_devices
+        self._short_batch = False
+        self._last_read = 0.0
 
     @property
     def cursor(self) -> int:
@@ -111,24 +115,28 @@ class Worker:
         if span is None:
             return
         log.info("resuming claimed span %s..%s", span.first, span.last)
-        entries = self.log.read_span(span)
-        batch = self._process(entries)
-        self._flush_lake(span, [batch.readings])
+        self._process(self.log.read_span(span))
+        self._flush_lake(span)
         self._cursor = span.last
 
     def step(self, wait: float | None = None) -> int:
         """Process one batch (if any) and flush the lake when due. Returns envelopes read."""
         worker = self.settings.worker
+        if self._short_batch:
+            rest = worker.linger_seconds - (time.monotonic() - self._last_read)
+            if rest > 0:
+                time.sleep(rest)
+        self._last_read = time.monotonic()
         entries = self.log.read(self._cursor, worker.batch_messages, worker.batch_bytes,
                                 wait=worker.poll_seconds if wait is None else wait)
         span = entries.span
+        self._short_batch = 0 < len(entries) < worker.batch_messages
         if span is not None:
             batch = self._process(entries)
             pending = self._pending
             if pending.first is None:
                 pending.first, pending.since = span.first, time.monotonic()
             pending.last = span.last
-            pending.tables.append(batch.readings)
             pending.rows += batch.readings.num_rows
             self._cursor = span.last
         self.flush_if_due()
@@ -143,7 +151,7 @@ class Worker:
         if due:
             span = Span(pending.first, pending.last)
             self.log.claim(self.consumer, span)
-            self._flush_lake(span, pending.tables)
+            self._flush_lake(span)
             self._pending = _Pending()
 
     def _process(self, entries: LogBatch) -> Batch:
@@ -151,7 +159,11 @@ class Worker:
         if self._on_unknown_devices is not None and self.settings.ingest.auto_register:
             ctx = self._register_unknown(entries, ctx)
         batch = self._run_isolating(entries, ctx)
-        readings = batch.readings.select(READING_SCHEMA.names).cast(READING_SCHEMA)
+        table = entries.table
+        offsets = table.column("offset").take(
+            pc.index_in(batch.readings.column("msg_id"), value_set=table.column("msg_id")))
+        readings = batch.readings.append_column("log_offset", offsets) \
+            .select(HOT_SCHEMA.names).cast(HOT_SCHEMA)
         stored = self.hot.write(readings)
         if batch.rejects.num_rows:
             self.quarantine.write(quarantine_rows(batch.rejects, entries.table))
@@ -199,8 +211,8 @@ class Worker:
             return Batch(pa.concat_tables([left.readings, right.readings]),
                          pa.concat_tables([left.rejects, right.rejects]))
 
-    def _flush_lake(self, span: Span, tables: list[pa.Table]) -> None:
-        readings = pa.concat_tables(tables) if tables else READING_SCHEMA.empty_table()
+    def _flush_lake(self, span: Span) -> None:
+        readings = self.hot.span_readings(span.first, span.last)
         self.lake.write_span("raw", span, self.log.read_span(span).table)
         if readings.num_rows:
             self.lake.write_span("readings", span, readings)

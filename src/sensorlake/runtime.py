@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -111,7 +112,8 @@ class Runtime:
                 if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:
                     last_retention = time.monotonic()
                     try:
-                        self.hot.apply_retention()
+                        self.hot.apply_retention(
+                            done_offset=self.log.position(self.worker.consumer))
                     except Exception:  # retention must never stop ingest
                         log.exception("retention failed; will try again in an hour")
             stop.set()
@@ -146,10 +148,24 @@ class Runtime:
                     on_started(self)
 
         threading.Thread(target=announce, name="announce", daemon=True).start()
+        previous = self._soften_signals()
         try:
             server.run()
         finally:
             self.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _soften_signals(self) -> dict[int, Any]:
+        """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; with the default
+        handlers that would end the process before the worker flushed the lake and acked.
+        These handlers only ask to stop, so `close()` always runs."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: self.request_stop())
+        return previous
 
     def request_stop(self) -> None:
         if self._server is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from sensorlake.log.base import LOG_ENTRY_SCHEMA, AppendResult, Envelope, Span
 from sensorlake.log.memory import LogClosed
 
 NOW = time.time_ns() // 1000
+OLD = NOW - 7200 * 1_000_000  # older than keep_acked_seconds=3600
 
 
 def env(msg_id: str | int, *, device: str = "d1", seq: int | None = None, size: int = 10,
@@ -37,16 +39,15 @@ def envs(ids: range, **kw: Any) -> list[Envelope]:
 
 
 def offsets(log: Log, after: int = 0) -> list[int]:
-    return log.read(after, max_messages=1_000_000, max_bytes=1 << 40).table.column(
-        "offset").to_pylist()
+    return log.read(after, 1_000_000, 1 << 40).table.column("offset").to_pylist()
 
 
 class Factory:
     """Opens logs of one backend; `reopen` is a real restart for SQLite, a no-op in memory."""
 
     def __init__(self, kind: str, folder: Path) -> None:
-        self.kind, self.folder, self.opened = kind, folder, []
-        self.kw: dict[str, Any] = {}
+        self.kind, self.folder, self.kw = kind, folder, dict[str, Any]()
+        self.opened: list[Any] = []
 
     def __call__(self, **kw: Any) -> Any:
         self.kw = kw
@@ -74,8 +75,7 @@ def test_is_a_log_and_offsets_count_from_one(make: Factory) -> None:
     log = make()
     assert isinstance(log, Log)
     assert log.append([env(1), env(2)]) == AppendResult(2, 0, {})
-    log.append([env(3)])
-    log.append(envs(range(4, 11)))
+    assert log.append(envs(range(3, 11))).accepted == 8
     batch = log.read(0)
     assert batch.table.schema == LOG_ENTRY_SCHEMA
     assert batch.table.column("offset").to_pylist() == list(range(1, 11))
@@ -117,21 +117,6 @@ def test_duplicates_are_no_ops(make: Factory) -> None:
     assert log.append([env("a"), env("a"), env("b")]) == AppendResult(2, 1, {})
     assert log.append([env("a"), env("c")]) == AppendResult(1, 1, {})
     assert log.read(0).table.column("msg_id").to_pylist() == ["a", "b", "c"]
-    # the same ids from many threads at once (one group commit for SQLite): stored once
-    futures: list[list[Future[AppendResult]]] = [[] for _ in range(8)]
-
-    def submitter(mine: list[Future[AppendResult]]) -> None:
-        mine.extend(log.submit([env(f"m{i}")]) for i in range(100))
-
-    threads = [threading.Thread(target=submitter, args=(fs,)) for fs in futures]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    results = [f.result() for fs in futures for f in fs]
-    assert sum(r.accepted for r in results) == 100
-    assert sum(r.duplicates for r in results) == 700
-    assert offsets(log) == list(range(1, 104))
 
 
 def test_watermarks(make: Factory) -> None:
@@ -170,8 +155,7 @@ def test_backpressure_never_deletes_unacked(make: Factory) -> None:
     assert offsets(log) == list(range(4, 14))
     with pytest.raises(Backpressure):  # 4 is acked, but two are needed: all or nothing
         log.append(envs(range(14, 16)))
-    assert log.read_span(Span(5, 13)).span == Span(5, 13)
-    assert log.stats().last_offset == 13
+    assert log.read_span(Span(5, 13)).span == Span(5, 13) and log.stats().last_offset == 13
     log.ack("worker", Span(5, 13))
     assert log.append(envs(range(14, 16))).accepted == 2
     assert offsets(log)[-1] == 15 and log.stats().stored_bytes <= 100
@@ -212,20 +196,9 @@ def test_replay(make: Factory) -> None:
         log.replay("worker", 12)
 
 
-def test_replay_of_pruned_offsets_is_not_found(make: Factory) -> None:
-    log = make(keep_acked_seconds=0)
-    log.append(envs(range(1, 11)))
-    log.ack("worker", Span(1, 6))  # keep_acked_seconds=0: deleted on ack
-    with pytest.raises(NotFound, match=r"retains offsets 7\.\.10"):
-        log.replay("worker", 2)
-    log.replay("worker", 7)
-    assert log.position("worker") == 6
-
-
 def test_read_span_and_prune(make: Factory) -> None:
-    old = NOW - 7200 * 1_000_000
     log = make(keep_acked_seconds=3600)
-    log.append(envs(range(1, 6), received_at=old) + envs(range(6, 11)))
+    log.append(envs(range(1, 6), received_at=OLD) + envs(range(6, 11)))
     assert log.read_span(Span(3, 7)).table.column("offset").to_pylist() == [3, 4, 5, 6, 7]
     log.ack("worker", Span(1, 8))  # 1..5 are older than keep_acked_seconds, 6..8 are not
     assert offsets(log) == list(range(6, 11))
@@ -233,29 +206,32 @@ def test_read_span_and_prune(make: Factory) -> None:
         log.read_span(Span(4, 7))
     with pytest.raises(NotFound, match="11-12"):
         log.read_span(Span(10, 12))
-    log.append(envs(range(11, 13), received_at=old))
+    log.append(envs(range(11, 13), received_at=OLD))
     log.ack("slow", Span(1, 7))
     assert log.prune() == 0  # 11..12 are old but above the slowest consumer's position
     assert offsets(log) == list(range(6, 13))
 
 
-def test_offsets_are_never_reused(make: Factory) -> None:
+def test_pruned_offsets_are_gone_and_never_reused(make: Factory) -> None:
     log = make(keep_acked_seconds=0)
-    log.append(envs(range(1, 6)))
-    log.ack("worker", Span(1, 5))
+    log.append(envs(range(1, 11)))
+    log.ack("worker", Span(1, 6))  # keep_acked_seconds=0: deleted on ack
+    with pytest.raises(NotFound, match=r"retains offsets 7\.\.10"):
+        log.replay("worker", 2)
+    log.replay("worker", 7)
+    assert log.position("worker") == 6
+    log.ack("worker", Span(7, 10))
     assert log.stats().first_offset == 0 and log.stats().stored_bytes == 0
     log = make.reopen(log)
-    assert log.stats().last_offset == 5 and offsets(log) == []
-    log.append(envs(range(6, 8)))
-    assert offsets(log) == [6, 7]
+    assert log.stats().last_offset == 10 and offsets(log) == []
+    log.append(envs(range(11, 13)))
     log.append([env(1)])  # a pruned msg_id is no longer known
-    assert offsets(log) == [6, 7, 8]
+    assert offsets(log) == [11, 12, 13]
 
 
 def test_prune_keeps_recent_acked_and_everything_unacked(make: Factory) -> None:
-    old = NOW - 7200 * 1_000_000
     log = make(keep_acked_seconds=3600)
-    log.append(envs(range(1, 5), received_at=old) + envs(range(5, 8)))
+    log.append(envs(range(1, 5), received_at=OLD) + envs(range(5, 8)))
     log.ack("b", Span(1, 2))
     log.ack("a", Span(1, 6))  # the slowest consumer bounds pruning
     assert offsets(log) == list(range(3, 8))
@@ -265,37 +241,36 @@ def test_prune_keeps_recent_acked_and_everything_unacked(make: Factory) -> None:
 
 
 def test_concurrent_submits_are_group_committed(make: Factory) -> None:
-    log = make()
     futures: list[list[Future[AppendResult]]] = [[] for _ in range(8)]
-    start = threading.Barrier(8)
+    start, log = threading.Barrier(8), make()
 
     def submitter(t: int) -> None:
         start.wait()
         for i in range(500):
             futures[t].append(log.submit([env(f"{t}-{i}", device=f"d{t}", seq=i + 1)]))
+            if i % 10 == 0:  # the same ids from every thread, often in one group commit
+                futures[t].append(log.submit([env(f"shared-{i}")]))
 
     threads = [threading.Thread(target=submitter, args=(t,)) for t in range(8)]
-    commits_before = log.commits
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     results = [f.result(timeout=60) for fs in futures for f in fs]
-    assert all(r.accepted == 1 for r in results)
-    assert offsets(log) == list(range(1, 4001))
-    assert len(set(log.read(0, max_messages=5000).table.column("msg_id").to_pylist())) == 4000
+    assert sum(r.accepted for r in results) == 4050 and sum(r.duplicates for r in results) == 350
+    assert offsets(log) == list(range(1, 4051))
+    assert len(set(log.read(0, max_messages=5000).table.column("msg_id").to_pylist())) == 4050
     assert log.watermarks("t1", [f"d{t}" for t in range(8)]) == {f"d{t}": 500 for t in range(8)}
-    commits = log.commits - commits_before
     if make.kind == "sqlite":
-        assert commits < 4000
+        assert log.commits < len(results)  # grouped
     else:
-        assert commits == 4000  # MemoryLog commits each submit at once
+        assert log.commits == len(results)  # MemoryLog commits each submit at once
 
 
 def test_stats(make: Factory) -> None:
     log = make(max_bytes=1000)
-    assert log.stats().first_offset == 0 and log.stats().last_offset == 0
-    assert log.stats().oldest_unacked_us is None
+    assert (log.stats().first_offset, log.stats().last_offset, log.stats().oldest_unacked_us) == (
+        0, 0, None)
     log.append([env(i, received_at=NOW + i) for i in range(1, 11)])
     s = log.stats()
     assert (s.first_offset, s.last_offset, s.stored_bytes, s.max_bytes) == (1, 10, 100, 1000)
@@ -323,29 +298,48 @@ def test_close_is_idempotent_and_final(make: Factory) -> None:
 
 @pytest.fixture
 def sqlite_log(tmp_path: Path) -> Iterator[SQLiteLog]:
-    log = SQLiteLog(tmp_path / "log.db")
-    yield log
-    log.close()
+    with SQLiteLog(tmp_path / "log.db") as log:
+        yield log
 
 
-def test_sqlite_writer_errors_fail_the_commit_not_the_thread(sqlite_log: SQLiteLog) -> None:
-    import sqlite3
+def test_sqlite_disk_full_fails_the_commit_not_the_thread(sqlite_log: SQLiteLog) -> None:
+    def set_page_limit(pages: int) -> Callable[[], Callable[[], None]]:
+        return lambda: (sqlite_log._w.execute(f"PRAGMA max_page_count = {pages}"), lambda: None)[1]
 
-    real: Callable[..., Any] = sqlite_log._insert
-    calls = iter([sqlite3.OperationalError("disk I/O error")])
+    sqlite_log.append([env(0, seq=1)])
+    pages = sqlite_log._query("PRAGMA page_count", ()).fetchone()[0]
+    sqlite_log._control(set_page_limit(pages + 2))
+    with pytest.raises(TransientError, match="full") as info:
+        for i in range(1, 100):
+            sqlite_log.append([env(i, seq=i + 1, size=4000)])
+    assert type(info.value).__name__ == "LogWriteError"
+    futures = [sqlite_log.submit([env(f"x{i}", size=4000)]) for i in range(20)]
+    assert any(f.exception() is not None for f in futures)
+    sqlite_log._control(set_page_limit(1 << 30))
+    stored = offsets(sqlite_log)
+    assert stored == list(range(1, len(stored) + 1))
+    mark = sqlite_log.watermarks("t1", ["d1"])["d1"]
+    assert sqlite_log.append([env("after", seq=mark + 1)]).watermarks == {("t1", "d1"): mark + 1}
+    assert offsets(sqlite_log)[-1] == len(stored) + 1
 
-    def broken(rows: list[Any]) -> int:
-        failure = next(calls, None)
-        if failure is not None:
-            raise failure
-        return real(rows)
 
-    sqlite_log._insert = broken  # type: ignore[method-assign]
-    with pytest.raises(TransientError, match="disk I/O error"):
-        sqlite_log.append([env(1, seq=1)])
-    assert sqlite_log.append([env(2, seq=1)]).watermarks == {("t1", "d1"): 1}
-    assert offsets(sqlite_log) == [1]
-    assert sqlite_log.read(0).table.column("msg_id").to_pylist() == ["2"]
+def test_sqlite_writer_survives_unexpected_errors(sqlite_log: SQLiteLog) -> None:
+    bad = Envelope("bad", "t1", "d1", "http", "envelope", None, NOW)  # type: ignore[arg-type]
+    futures = [sqlite_log.submit([env(1)]), sqlite_log.submit([bad]), sqlite_log.submit([env(2)])]
+    assert futures[0].result().accepted == 1 and futures[2].result().accepted == 1
+    with pytest.raises(TypeError):
+        futures[1].result()
+    assert sqlite_log.read(0).table.column("msg_id").to_pylist() == ["1", "2"]
+
+
+def test_sqlite_readers_do_not_block_the_writer(sqlite_log: SQLiteLog) -> None:
+    sqlite_log.append(envs(range(1, 101)))
+    cursor = sqlite_log._query('SELECT * FROM entries WHERE "offset" > ?', (0,))
+    assert cursor.fetchone() is not None  # a read transaction stays open
+    start = time.monotonic()
+    assert sqlite_log.append(envs(range(101, 111))).accepted == 10
+    assert time.monotonic() - start < 5
+    cursor.close()
 
 
 def test_sqlite_one_writer_per_file(sqlite_log: SQLiteLog) -> None:
@@ -355,28 +349,23 @@ def test_sqlite_one_writer_per_file(sqlite_log: SQLiteLog) -> None:
 
 def test_open_log_uses_the_data_dir(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    with open_log(settings) as log:
-        assert isinstance(log, SQLiteLog)
+    with contextlib.closing(open_log(settings)) as log:
+        assert isinstance(log, SQLiteLog) and log.max_bytes == settings.log.max_bytes
         assert log.path == tmp_path / "data" / "log" / "log.db" and log.path.exists()
-        assert log.max_bytes == settings.log.max_bytes
 
 
 CHILD = """
 import sys, threading
-from pathlib import Path
 from sensorlake.log.sqlite import SQLiteLog
 from sensorlake.log.base import Envelope
-log = SQLiteLog(Path(sys.argv[1]))
-lock = threading.Lock()
-def work(t):
-    i = 0
+log, lock = SQLiteLog(sys.argv[1]), threading.Lock()
+def work(t, i=0):
     while True:
         batch = [Envelope(f"{t}-{i}-{k}", "t1", f"d{t}", "http", "envelope", b"p" * 300, 1,
                           i * 3 + k + 1) for k in range(3)]
         log.append(batch)
         with lock:
-            sys.stdout.write(" ".join(e.msg_id for e in batch) + "\\n")
-            sys.stdout.flush()
+            print(*(e.msg_id for e in batch), flush=True)
         i += 1
 for t in range(4):
     threading.Thread(target=work, args=(t,), daemon=True).start()

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from sensorlake import __version__
+from sensorlake.api.fastpath import IngestFastPath
 from sensorlake.api.routes import ingest, ops, readings
 
 if TYPE_CHECKING:
     from sensorlake.runtime import Runtime
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, fast_path: bool = True) -> Any:
+    """The ASGI app: FastAPI behind the ingest fast path (set fast_path=False to get the
+    plain FastAPI app, e.g. to inspect routes)."""
     app = FastAPI(
         title="sensorlake",
         version=__version__,
@@ -24,4 +27,4 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(readings.router)
     app.include_router(ops.router)
-    return app
+    return IngestFastPath(app, runtime) if fast_path else app

@@ -10,16 +10,17 @@ from starlette.responses import Response
 
 from sensorlake.auth.tokens import Principal
 from sensorlake.errors import AuthError
+from sensorlake.ingest.http import Reply
 
 if TYPE_CHECKING:
     from sensorlake.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The principal of `Authorization: Bearer <token>` (or `Token <token>`), else 401."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -36,6 +37,12 @@ def get_principal(request: Request) -> Principal:
 
 RuntimeDep = Annotated["Runtime", Depends(get_runtime)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def reply_response(reply: Reply) -> Response:
+    response = json_response(reply.content, reply.status)
+    response.headers.update(reply.headers)
+    return response
 
 
 def json_response(content: object, status_code: int = 200) -> Response:

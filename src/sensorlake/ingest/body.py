@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import zlib
-
-from starlette.requests import Request
+from collections.abc import AsyncIterator
 
 from sensorlake.errors import InputError
 
@@ -13,22 +12,22 @@ class BodyTooLarge(InputError):
     """Over the configured body limit (HTTP 413)."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(chunks: AsyncIterator[bytes], limit: int, content_length: str | None,
+                    content_encoding: str | None) -> bytes:
     """The request body, decompressed when `Content-Encoding: gzip`, at most `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} "
-                           "bytes (http.max_body_bytes): send smaller batches")
-    chunks: list[bytes] = []
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        raise BodyTooLarge(f"request body of {content_length} bytes is over the limit of "
+                           f"{limit} bytes (http.max_body_bytes): send smaller batches")
+    parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"request body is over the limit of {limit} bytes "
                                "(http.max_body_bytes): send smaller batches")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "").strip().lower()
+        parts.append(chunk)
+    body = b"".join(parts)
+    encoding = (content_encoding or "").strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "x-gzip", "deflate"):

@@ -1,25 +1,25 @@
 """MemoryLog: the Log protocol in memory, with exactly the semantics of SQLiteLog.
 
-Meant for fast tests and plugin authors; nothing survives the process. This module also
-holds the backend-neutral core (`LogCore`: offsets, size cap, watermarks, consumers) that
-SQLiteLog shares, so both backends decide duplicates, backpressure and pruning the same way.
+For fast tests and plugin authors; nothing survives the process. `LogCore` (offsets, size cap,
+watermarks, consumers) is shared with SQLiteLog, so both decide the same way.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import pyarrow as pa
 
 from sensorlake.errors import Backpressure, NotFound, TransientError
 from sensorlake.log.base import LOG_ENTRY_SCHEMA, AppendResult, Envelope, LogBatch, LogStats, Span
 
+T = TypeVar("T")
 Key = tuple[str, str]
 Row = tuple[int, str, str, str, str, str, int, int | None, bytes]
 """One entry in LOG_ENTRY_SCHEMA column order (received_at in µs)."""
@@ -33,24 +33,23 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def log_full(stored: int, max_bytes: int) -> Backpressure:
-    return Backpressure(
-        f"log is full: {stored} bytes of {max_bytes}; consumers are behind — wait, "
-        "or raise log.max_bytes", retry_after=1.0)
+def settle(future: Future[T], outcome: T | BaseException) -> None:
+    """Resolve `future` with a result or an exception."""
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def describe_offsets(offsets: Sequence[int]) -> str:
     """`[3, 4, 5, 9]` -> `3-5, 9`."""
-    parts: list[str] = []
-    start = prev = offsets[0]
-    for off in [*offsets[1:], None]:
-        if off is not None and off == prev + 1:
-            prev = off
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if off is not None:
-            start = prev = off
-    return ", ".join(parts)
+    runs: list[list[int]] = []
+    for off in offsets:
+        if runs and runs[-1][1] == off - 1:
+            runs[-1][1] = off
+        else:
+            runs.append([off, off])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def take_rows(rows: Iterable[Row], max_messages: int, max_bytes: int) -> list[Row]:
@@ -58,11 +57,10 @@ def take_rows(rows: Iterable[Row], max_messages: int, max_bytes: int) -> list[Ro
     out: list[Row] = []
     total = 0
     for row in rows:
-        size = len(row[8])
-        if out and total + size > max_bytes:
+        total += len(row[8])
+        if out and total > max_bytes:
             break
         out.append(row)
-        total += size
         if len(out) >= max_messages:
             break
     return out
@@ -79,12 +77,9 @@ def build_batch(rows: Sequence[Row]) -> LogBatch:
 
 def prune_upto(rows: Iterable[tuple[int, int, int]], need: int | None,
                cutoff_us: int | None) -> tuple[int, int]:
-    """Choose the acknowledged prefix to delete: (last offset to delete or 0, bytes freed).
-
-    `rows` are (offset, received_at, bytes), ascending, all acknowledged. With `need`, delete
-    oldest first until that many bytes are freed (to make room); otherwise delete those
-    received before `cutoff_us` (all of them when cutoff_us is None), stopping at the first
-    newer one so that the retained offsets stay contiguous."""
+    """The acknowledged prefix to delete: (its last offset or 0, bytes freed). `rows` are
+    (offset, received_at, bytes) ascending. With `need`: oldest first until that many bytes
+    are freed. Else: up to the first received at or after `cutoff_us` (None: all of them)."""
     upto = freed = 0
     for offset, received_at, size in rows:
         if need is None and cutoff_us is not None and received_at >= cutoff_us:
@@ -102,12 +97,9 @@ class SeqTracker:
         self.marks: dict[Key, int] = {}
         self.pending: dict[Key, set[int]] = {}
 
-    def stage(self) -> SeqStage:
-        return SeqStage(self)
-
 
 class SeqStage:
-    """The watermark changes of one commit; `apply` them only once the commit succeeded."""
+    """The watermark changes of one commit; `apply` them once the commit succeeded."""
 
     def __init__(self, base: SeqTracker) -> None:
         self.base = base
@@ -119,16 +111,14 @@ class SeqStage:
             self.marks[key] = self.base.marks.get(key, 0)
             self.pending[key] = set(self.base.pending.get(key, ()))
         mark, pending = self.marks[key], self.pending[key]
-        if seq <= mark:
-            return
-        if seq != mark + 1:
+        if seq == mark + 1:
+            mark = seq
+            while mark + 1 in pending:
+                mark += 1
+                pending.remove(mark)
+            self.marks[key] = mark
+        elif seq > mark:
             pending.add(seq)
-            return
-        mark = seq
-        while mark + 1 in pending:
-            mark += 1
-            pending.remove(mark)
-        self.marks[key] = mark
 
     def get(self, key: Key) -> int | None:
         mark = self.marks.get(key)
@@ -139,8 +129,7 @@ class SeqStage:
         """(watermark upserts, pending seqs added, pending seqs removed)."""
         marks, added, removed = [], [], []
         for key, mark in self.marks.items():
-            old = self.base.pending.get(key, set())
-            new = self.pending[key]
+            old, new = self.base.pending.get(key, set()), self.pending[key]
             marks.append((*key, mark))
             added += [(*key, s) for s in new - old]
             removed += [(*key, s) for s in old - new]
@@ -171,7 +160,7 @@ class Plan:
     stored: int = 0
 
 
-class LogCore:
+class LogCore(ABC):
     """State and decisions shared by the log backends (one writer mutates, under `_cond`)."""
 
     def __init__(self, max_bytes: int, keep_acked_seconds: float, group_commit_max: int) -> None:
@@ -181,25 +170,30 @@ class LogCore:
         self.commits = 0
         """Transactions committed (a group commit counts once)."""
         self._cond = threading.Condition()
-        self._first = 1
-        """Lowest retained offset (last + 1 when nothing is retained)."""
-        self._last = 0
-        self._stored = 0
+        self._first, self._last, self._stored = 1, 0, 0
+        """Lowest retained offset (last + 1 when none), highest appended, payload bytes."""
         self._closed = False
         self._consumers: dict[str, Consumer] = {}
         self._seqs = SeqTracker()
 
-    def submit(self, envelopes: Sequence[Envelope]) -> Future[AppendResult]:
-        raise NotImplementedError
+    @abstractmethod
+    def submit(self, envelopes: Sequence[Envelope]) -> Future[AppendResult]: ...
+    @abstractmethod
+    def _read_rows(self, after: int, max_messages: int, max_bytes: int) -> list[Row]: ...
+    @abstractmethod
+    def _span_rows(self, span: Span) -> list[Row]: ...
+    @abstractmethod
+    def _received_at(self, offset: int) -> int | None: ...
+    @abstractmethod
+    def close(self) -> None: ...
 
-    def _read_rows(self, after: int, max_messages: int, max_bytes: int) -> list[Row]:
-        raise NotImplementedError
-
-    def _received_at(self, offset: int) -> int | None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
+    def _publish(self, update: Callable[[], T]) -> T:
+        """Apply a commit's cache update, count the commit and wake waiting readers."""
+        with self._cond:
+            result = update()
+            self.commits += 1
+            self._cond.notify_all()
+            return result
 
     def _plan(self, groups: Sequence[Sequence[Envelope]], known: set[str], stage: SeqStage,
               make_room: Callable[[int], int]) -> Plan:
@@ -219,18 +213,18 @@ class LogCore:
                 if size <= self.max_bytes:
                     plan.stored -= make_room(plan.stored + size - self.max_bytes)
                 if plan.stored + size > self.max_bytes:
-                    plan.results.append(log_full(plan.stored, self.max_bytes))
+                    plan.results.append(Backpressure(
+                        f"log is full: {plan.stored} bytes of {self.max_bytes}; consumers are "
+                        "behind — wait, or raise log.max_bytes", retry_after=1.0))
                     continue
             seen |= ids
             plan.stored += size
-            last = plan.last
             for e in fresh:
-                last += 1
-                plan.rows.append((last, e.msg_id, e.tenant, e.device_id, e.source, e.codec,
+                plan.last += 1
+                plan.rows.append((plan.last, e.msg_id, e.tenant, e.device_id, e.source, e.codec,
                                   e.received_at_us, e.seq, e.payload))
                 if e.seq is not None:
                     stage.add((e.tenant, e.device_id), e.seq)
-            plan.last = last
             marks = {k: m for k in {(e.tenant, e.device_id) for e in envelopes}
                      if (m := stage.get(k)) is not None}
             plan.results.append(AppendResult(len(fresh), len(envelopes) - len(fresh), marks))
@@ -239,14 +233,11 @@ class LogCore:
     def _floor(self, consumer: str | None = None, acked: int = 0) -> int:
         """The offset every consumer acknowledged (with `consumer` at `acked`); 0 if none."""
         values = [c.acked for n, c in self._consumers.items() if n != consumer]
-        if consumer is not None:
-            values.append(acked)
-        return min(values, default=0)
+        return min([*values, acked] if consumer is not None else values, default=0)
 
     def _cutoff_us(self) -> int | None:
-        if self.keep_acked_seconds <= 0:
-            return None
-        return now_us() - int(self.keep_acked_seconds * 1_000_000)
+        seconds = self.keep_acked_seconds
+        return None if seconds <= 0 else now_us() - int(seconds * 1_000_000)
 
     def _check_ack(self, span: Span) -> None:
         with self._cond:
@@ -277,15 +268,22 @@ class LogCore:
             rows = self._read_rows(after, max_messages, max_bytes)
         return build_batch(rows)
 
+    def read_span(self, span: Span) -> LogBatch:
+        rows = self._span_rows(span)
+        if len(rows) != span.count:
+            present = {row[0] for row in rows}
+            missing = [o for o in range(span.first, span.last + 1) if o not in present]
+            raise NotFound(f"log offsets {describe_offsets(missing)} are not retained "
+                           "(pruned after acknowledgement, or never appended)")
+        return build_batch(rows)
+
     def claimed(self, consumer: str) -> Span | None:
         with self._cond:
-            c = self._consumers.get(consumer)
-            return c.claim if c else None
+            return self._consumers.get(consumer, Consumer()).claim
 
     def position(self, consumer: str) -> int:
         with self._cond:
-            c = self._consumers.get(consumer)
-            return c.acked if c else 0
+            return self._consumers.get(consumer, Consumer()).acked
 
     def watermarks(self, tenant: str, devices: Sequence[str]) -> dict[str, int]:
         with self._cond:
@@ -293,6 +291,8 @@ class LogCore:
             return {d: m for d in devices if (m := marks.get((tenant, d))) is not None}
 
     def stats(self) -> LogStats:
+        """oldest_unacked_us is the received_at of the first envelope (by offset) that the
+        slowest consumer has not acknowledged."""
         with self._cond:
             acked = {n: c.acked for n, c in self._consumers.items()}
             first, last, stored = self._first, self._last, self._stored
@@ -303,8 +303,7 @@ class LogCore:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
@@ -323,22 +322,19 @@ class MemoryLog(LogCore):
             if self._closed:
                 raise LogClosed("the log is closed")
             known = {e.msg_id for e in envelopes if e.msg_id in self._ids}
-            stage = self._seqs.stage()
+            stage = SeqStage(self._seqs)
             plan = self._plan([envelopes], known, stage,
                               lambda need: self._delete_acked(self._floor(), need, None))
-            for row in plan.rows:
-                self._rows[row[0]] = row
-                self._ids.add(row[1])
-            self._last, self._stored = plan.last, plan.stored
-            stage.apply()
-            self.commits += 1
-            self._cond.notify_all()
-        outcome = plan.results[0]
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+            self._publish(lambda: self._applied(plan, stage))
+        settle(future, plan.results[0])
         return future
+
+    def _applied(self, plan: Plan, stage: SeqStage) -> None:
+        for row in plan.rows:
+            self._rows[row[0]] = row
+            self._ids.add(row[1])
+        self._last, self._stored = plan.last, plan.stored
+        stage.apply()
 
     def _delete_acked(self, floor: int, need: int | None, cutoff_us: int | None) -> int:
         """Delete an acknowledged prefix (see prune_upto); returns the bytes freed."""
@@ -355,39 +351,32 @@ class MemoryLog(LogCore):
         with self._cond:
             if self._closed:
                 raise LogClosed("the log is closed")
-            start = max(after + 1, self._first)
-            scan = (self._rows[o] for o in range(start, self._last + 1))
+            scan = (self._rows[o] for o in range(max(after + 1, self._first), self._last + 1))
             return take_rows(scan, max_messages, max_bytes)
+
+    def _span_rows(self, span: Span) -> list[Row]:
+        with self._cond:
+            return [r for o in range(span.first, span.last + 1) if (r := self._rows.get(o))]
 
     def _received_at(self, offset: int) -> int | None:
         with self._cond:
             row = self._rows.get(offset)
             return row[6] if row else None
 
-    def read_span(self, span: Span) -> LogBatch:
-        with self._cond:
-            offsets = range(span.first, span.last + 1)
-            missing = [o for o in offsets if o not in self._rows]
-            if missing:
-                raise NotFound(f"log offsets {describe_offsets(missing)} are not retained "
-                               "(pruned after acknowledgement, or never appended)")
-            return build_batch([self._rows[o] for o in offsets])
-
     def claim(self, consumer: str, span: Span) -> None:
         with self._cond:
-            self._consumers.setdefault(consumer, Consumer()).claim = span
+            self._consumers[consumer] = Consumer(self.position(consumer), span)
 
     def ack(self, consumer: str, span: Span) -> None:
         self._check_ack(span)
         with self._cond:
-            c = self._consumers.setdefault(consumer, Consumer())
-            c.acked, c.claim = max(c.acked, span.last), None
-            self._stored -= self._delete_acked(self._floor(), None, self._cutoff_us())
+            self._consumers[consumer] = Consumer(max(self.position(consumer), span.last))
+            self.prune()
 
     def replay(self, consumer: str, from_offset: int) -> None:
         with self._cond:
             self._check_replay(consumer, from_offset)
-            self._consumers[consumer] = Consumer(from_offset - 1, None)
+            self._consumers[consumer] = Consumer(from_offset - 1)
 
     def prune(self) -> int:
         """Delete acknowledged envelopes older than keep_acked_seconds; returns how many."""

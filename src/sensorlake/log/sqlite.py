@@ -1,18 +1,18 @@
 """SQLiteLog: the embedded durable log, one SQLite file in WAL mode with group commit.
 
-A single writer thread owns the write connection. `submit` queues a request; the writer takes
-everything queued (up to group_commit_max envelopes), writes it in one transaction with
-synchronous=FULL and resolves the futures only after COMMIT returned. Claims, acks, replays
-and prunes go through the same thread. Readers use one connection per thread (WAL: they never
-block the writer). Offsets, sizes, consumers and watermarks are cached in memory; the cache
-changes only after a commit succeeded. One process (and one SQLiteLog) per file: a lock file
-next to it enforces that.
+One writer thread owns the write connection: `submit` queues a request, the writer takes all
+queued appends (up to group_commit_max envelopes), writes them in one transaction
+(synchronous=FULL) and resolves their futures after COMMIT returned. Claims, acks, replays and
+prunes go through it too. Readers use a connection per thread (WAL: never blocking the
+writer). Offsets, size, consumers and watermarks are cached; the cache changes only after a
+commit. One SQLiteLog per file at a time: a lock file next to it enforces that.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sqlite3
 import threading
 from collections import deque
@@ -20,21 +20,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
-from sensorlake.errors import NotFound, SensorlakeError, TransientError
-from sensorlake.log.base import AppendResult, Envelope, LogBatch, Span
-from sensorlake.log.memory import (
-    Consumer,
-    LogClosed,
-    LogCore,
-    Row,
-    build_batch,
-    describe_offsets,
-    now_us,
-    prune_upto,
-    take_rows,
-)
+from sensorlake.errors import SensorlakeError, TransientError
+from sensorlake.log import memory
+from sensorlake.log.base import AppendResult, Envelope, Span
+from sensorlake.log.memory import Consumer, LogClosed, Plan, Row, SeqStage
 
 try:
     import fcntl
@@ -42,7 +33,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     "offset" INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT NOT NULL UNIQUE,
@@ -59,25 +49,19 @@ CREATE TABLE IF NOT EXISTS pending_seqs (
     PRIMARY KEY (tenant, device_id, seq)) WITHOUT ROWID;
 """
 COLUMNS = '"offset", msg_id, tenant, device_id, source, codec, received_at, seq, payload'
-UPSERT_MARK = ("INSERT INTO watermarks (tenant, device_id, seq) VALUES (?, ?, ?) "
+UPSERT_MARK = ("INSERT INTO watermarks VALUES (?, ?, ?) "
                "ON CONFLICT (tenant, device_id) DO UPDATE SET seq = excluded.seq")
 UPSERT_CONSUMER = (
-    "INSERT INTO consumers (name, acked, claim_first, claim_last, acked_at) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET acked = excluded.acked, "
-    "claim_first = excluded.claim_first, claim_last = excluded.claim_last, "
-    "acked_at = coalesce(excluded.acked_at, acked_at)")
-ID_CHUNK = 4000
+    "INSERT INTO consumers VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+    "acked = excluded.acked, claim_first = excluded.claim_first, "
+    "claim_last = excluded.claim_last, acked_at = coalesce(excluded.acked_at, acked_at)")
 INSERT_CHUNK = 256
+ONE_STATEMENT = 64
 
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO entries ({COLUMNS}) VALUES {values} ON CONFLICT (msg_id) DO NOTHING"
-
-
-class _Recheck(Exception):
-    """The fast path met a known msg_id or a full log: redo the commit with a lookup."""
+    return f"INSERT INTO entries ({COLUMNS}) VALUES " + ", ".join(["(?,?,?,?,?,?,?,?,?)"] * rows)
 
 
 class LogWriteError(TransientError):
@@ -85,19 +69,14 @@ class LogWriteError(TransientError):
 
 
 @dataclass
-class _Append:
-    envelopes: Sequence[Envelope]
-    future: Future[AppendResult]
-
-
-@dataclass
-class _Control:
-    work: Callable[[sqlite3.Connection], Callable[[], Any]]
-    """Runs inside the transaction; returns what to apply to the cache after COMMIT."""
+class _Request:
     future: Future[Any]
+    envelopes: Sequence[Envelope] = ()
+    work: Callable[[], Callable[[], Any]] | None = None
+    """A control write: runs in the transaction, returns the cache update for after COMMIT."""
 
 
-class SQLiteLog(LogCore):
+class SQLiteLog(memory.LogCore):
     """The Log protocol on one SQLite file (WAL, synchronous=FULL, group commit)."""
 
     def __init__(self, path: Path, max_bytes: int = 1 << 30, keep_acked_seconds: float = 3600,
@@ -115,69 +94,58 @@ class SQLiteLog(LogCore):
         except BaseException:
             self._lock_file.close()
             raise
-        self._queue: deque[_Append | _Control] = deque()
+        self._queue: deque[_Request] = deque()
         self._qcond = threading.Condition()
-        self._closing = False
-        self._want = 1
-        self._w_first = self._first
+        self._closing, self._want, self._w_first = False, 1, self._first
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._thread = threading.Thread(target=self._run, name="sensorlake-log-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="sensorlake-log", daemon=True)
         self._thread.start()
 
-    # -- opening --------------------------------------------------------------------------
-
-    def _lock(self) -> Any:
+    def _lock(self) -> IO[bytes]:
         handle = open(self.path.with_name(self.path.name + ".lock"), "a+b")  # noqa: SIM115
-        if fcntl is not None:
-            try:
+        try:
+            if fcntl is not None:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                handle.close()
-                raise SensorlakeError(
-                    f"log {self.path} is already open (another sensorlake process, or an "
-                    "unclosed SQLiteLog); stop it or use another data_dir") from exc
+        except OSError as exc:
+            handle.close()
+            raise SensorlakeError(f"log {self.path} is already open (another sensorlake process "
+                                  "or SQLiteLog); stop it or use another data_dir") from exc
         return handle
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                check_same_thread=False, cached_statements=256)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        for pragma in ("busy_timeout = 30000", "journal_mode = WAL", "synchronous = FULL",
+                       "journal_size_limit = 67108864"):
+            conn.execute(f"PRAGMA {pragma}")
         return conn
 
     def _load(self) -> None:
-        conn = self._w
-        low, high, stored = conn.execute(
-            'SELECT min("offset"), max("offset"), coalesce(sum(length(payload)), 0) '
-            "FROM entries").fetchone()
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+        """Read offsets, size, consumers and watermarks from the file into the cache."""
+        q = self._w.execute
+        low, high, stored = q('SELECT min("offset"), max("offset"), '
+                              "coalesce(sum(length(payload)), 0) FROM entries").fetchone()
+        row = q("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+        consumers = {name: Consumer(acked, Span(cf, cl) if cf is not None else None) for
+                     name, acked, cf, cl, _ in q("SELECT * FROM consumers")}
+        seqs = memory.SeqTracker()
+        seqs.marks = {(t, d): s for t, d, s in q("SELECT * FROM watermarks")}
+        for tenant, device, seq in q("SELECT * FROM pending_seqs"):
+            seqs.pending.setdefault((tenant, device), set()).add(seq)
         self._last = max(high or 0, row[0] if row else 0)
         self._first = low if low is not None else self._last + 1
-        self._stored = stored
-        for name, acked, cf, cl in conn.execute(
-                "SELECT name, acked, claim_first, claim_last FROM consumers"):
-            self._consumers[name] = Consumer(acked, Span(cf, cl) if cf is not None else None)
-        seqs = self._seqs
-        for tenant, device, seq in conn.execute("SELECT tenant, device_id, seq FROM watermarks"):
-            seqs.marks[(tenant, device)] = seq
-        for tenant, device, seq in conn.execute(
-                "SELECT tenant, device_id, seq FROM pending_seqs"):
-            seqs.pending.setdefault((tenant, device), set()).add(seq)
-
-    # -- the writer thread ----------------------------------------------------------------
+        self._stored, self._consumers, self._seqs = stored, consumers, seqs
 
     def submit(self, envelopes: Sequence[Envelope]) -> Future[AppendResult]:
         future: Future[AppendResult] = Future()
-        if not envelopes:
+        if envelopes:
+            self._enqueue(_Request(future, envelopes))
+        else:
             future.set_result(AppendResult())
-            return future
-        self._enqueue(_Append(envelopes, future))
         return future
 
-    def _enqueue(self, request: _Append | _Control) -> None:
+    def _enqueue(self, request: _Request) -> None:
         with self._qcond:
             if self._closing:
                 raise LogClosed(f"log {self.path} is closed")
@@ -185,12 +153,13 @@ class SQLiteLog(LogCore):
             if len(self._queue) == self._want:
                 self._qcond.notify()
 
-    def _control(self, work: Callable[[sqlite3.Connection], Callable[[], T]]) -> T:
+    def _control(self, work: Callable[[], Callable[[], T]]) -> T:
         future: Future[T] = Future()
-        self._enqueue(_Control(work, future))
+        self._enqueue(_Request(future, work=work))
         return future.result()
 
     def _run(self) -> None:
+        """The writer thread. Done callbacks of the futures run here: they must not block."""
         last = 0  # requests in the previous group commit
         try:
             while True:
@@ -203,234 +172,213 @@ class SQLiteLog(LogCore):
                         # Concurrent submitters: wait briefly for the ones just answered, so
                         # they share this commit instead of alternating in two half groups.
                         self._want = last
-                        self._qcond.wait_for(lambda: len(self._queue) >= last or self._closing,
-                                             self.gather_seconds)
+                        self._qcond.wait(self.gather_seconds)
                         self._want = 1
                     items = self._take()
-                if isinstance(items, _Control):
-                    self._run_control(items)
+                if items[0].work is not None:
+                    self._run_control(items[0])
                 else:
                     self._commit_appends(items)
                     last = len(items)
         finally:
             self._w.close()
 
-    def _take(self) -> _Control | list[_Append]:
-        """The next control request, or the queued appends for one commit (holds _qcond)."""
+    def _take(self) -> list[_Request]:
+        """One control request, or the queued appends for one commit (holds _qcond)."""
         queue = self._queue
-        head = queue.popleft()
-        if isinstance(head, _Control):
-            return head
-        items, count = [head], len(head.envelopes)
-        while queue:
-            nxt = queue[0]
-            if not isinstance(nxt, _Append) or count + len(nxt.envelopes) > self.group_commit_max:
+        items = [queue.popleft()]
+        count = len(items[0].envelopes)
+        while items[0].work is None and queue and queue[0].work is None:
+            count += len(queue[0].envelopes)
+            if count > self.group_commit_max:
                 break
-            items.append(nxt)
-            queue.popleft()
-            count += len(nxt.envelopes)
+            items.append(queue.popleft())
         return items
 
-    def _begin(self) -> sqlite3.Connection:
-        self._w.execute("BEGIN IMMEDIATE")
-        self._w_first = self._first
-        return self._w
-
     def _rollback(self) -> None:
-        if self._w.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error):
+            if self._w.in_transaction:
                 self._w.execute("ROLLBACK")
 
     def _failure(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, sqlite3.Error | OSError):
-            err = LogWriteError(f"log {self.path} could not commit: {exc}; retry later")
-            err.__cause__ = exc
-            return err
-        return exc
+        """The error for the futures of a failed commit (SQLite and OS errors: transient)."""
+        if not isinstance(exc, sqlite3.Error | OSError):
+            return exc
+        with contextlib.suppress(sqlite3.Error), self._cond:
+            row = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'")
+            if (row.fetchone() or (0,))[0] != self._last:
+                self._load()  # the failed COMMIT reached the file after all: re-read it
+        err = LogWriteError(f"log {self.path} could not commit: {exc}; retry later")
+        err.__cause__ = exc
+        return err
 
-    def _commit_appends(self, items: list[_Append], check: bool = False) -> None:
-        """Write the requests in one transaction. The fast path lets INSERT skip known msg_ids
-        and redoes the commit with an explicit check when it did (or when the log is full)."""
+    def _commit_appends(self, items: list[_Request], check: bool = False) -> None:
+        if not check:  # a future cancelled before its commit is not written
+            items = [it for it in items if it.future.set_running_or_notify_cancel()]
+        stage = SeqStage(self._seqs)
         try:
-            conn = self._begin()
-            ids = [e.msg_id for it in items for e in it.envelopes] if check else []
-            known = self._known(ids)
-            stage = self._seqs.stage()
-            plan = self._plan([it.envelopes for it in items], known, stage,
-                              lambda need: self._delete_acked(self._floor(), need, None))
-            if not check and any(isinstance(r, BaseException) for r in plan.results):
-                raise _Recheck
-            if self._insert(plan.rows) != len(plan.rows):
-                raise _Recheck
-            marks, added, removed = stage.changes()
-            if marks:
-                conn.executemany(UPSERT_MARK, marks)
-            if added:
-                conn.executemany("INSERT OR IGNORE INTO pending_seqs VALUES (?, ?, ?)", added)
-            if removed:
-                conn.executemany(
-                    "DELETE FROM pending_seqs WHERE tenant = ? AND device_id = ? AND seq = ?",
-                    removed)
-            conn.execute("COMMIT")
-        except _Recheck:
+            plan = self._write([it.envelopes for it in items], stage, check)
+        except BaseException as exc:
+            self._rollback()
+            if not check and isinstance(exc, sqlite3.IntegrityError):
+                plan = None  # a known msg_id: redo with the lookup
+            elif len(items) > 1 and not isinstance(exc, sqlite3.Error | OSError):
+                for item in items:  # isolate the request that broke the commit
+                    self._commit_appends([item], check=True)
+                return
+            else:
+                failure = self._failure(exc)
+                for item in items:
+                    item.future.set_exception(failure)
+                return
+        if plan is None:
             self._rollback()
             self._commit_appends(items, check=True)
             return
-        except BaseException as exc:
-            self._rollback()
-            if len(items) > 1 and not isinstance(exc, sqlite3.Error | OSError):
-                for item in items:  # isolate the request that broke the commit
-                    self._commit_appends([item])
-                return
-            failure = self._failure(exc)
-            for item in items:
-                item.future.set_exception(failure)
-            return
-        with self._cond:
-            self._last, self._first, self._stored = plan.last, self._w_first, plan.stored
-            stage.apply()
-            self.commits += 1
-            self._cond.notify_all()
+        self._publish(lambda: self._applied(plan, stage))
         for item, outcome in zip(items, plan.results, strict=True):
-            if isinstance(outcome, BaseException):
-                item.future.set_exception(outcome)
-            else:
-                item.future.set_result(outcome)
+            memory.settle(item.future, outcome)
 
-    def _run_control(self, item: _Control) -> None:
+    def _applied(self, plan: Plan, stage: SeqStage) -> None:
+        self._last, self._first, self._stored = plan.last, self._w_first, plan.stored
+        stage.apply()
+
+    def _run_control(self, item: _Request) -> None:
+        assert item.work is not None
         try:
-            apply = item.work(self._begin())
+            self._w.execute("BEGIN IMMEDIATE")
+            self._w_first = self._first
+            apply = item.work()
             self._w.execute("COMMIT")
         except BaseException as exc:
             self._rollback()
             item.future.set_exception(self._failure(exc))
-            return
-        with self._cond:
-            result = apply()
-            self.commits += 1
-            self._cond.notify_all()
-        item.future.set_result(result)
+        else:
+            item.future.set_result(self._publish(apply))
 
-    def _insert(self, rows: list[Row]) -> int:
-        """Insert with few statements (each SQLite step lets other threads take the GIL):
-        chunks of power-of-two sizes, so only a few distinct statements get prepared."""
-        conn, done, before = self._w, 0, self._w.total_changes
+    def _write(self, groups: list[Sequence[Envelope]], stage: SeqStage,
+               check: bool) -> Plan | None:
+        """Write one group commit; durable on return. The fast path assumes no msg_id is
+        known (else the INSERT fails: IntegrityError) and that the log has room (else None);
+        then the caller redoes the commit with `check`. A small insert without seqs is one
+        autocommit statement: each SQLite call lets other threads take the GIL."""
+        conn, self._w_first = self._w, self._first
+        if check:
+            conn.execute("BEGIN IMMEDIATE")
+            known = self._known([e.msg_id for envelopes in groups for e in envelopes])
+            plan = self._plan(groups, known, stage,
+                              lambda need: self._delete_acked(self._floor(), need, None))
+        else:
+            plan = self._plan(groups, set(), stage, lambda need: 0)
+            if any(isinstance(r, BaseException) for r in plan.results):
+                return None
+            if not stage.marks and len(plan.rows) <= ONE_STATEMENT:
+                self._insert(plan.rows)
+                return plan
+            conn.execute("BEGIN IMMEDIATE")
+        self._insert(plan.rows)
+        marks, added, removed = stage.changes()
+        conn.executemany(UPSERT_MARK, marks)
+        conn.executemany("INSERT OR IGNORE INTO pending_seqs VALUES (?, ?, ?)", added)
+        conn.executemany("DELETE FROM pending_seqs WHERE tenant = ? AND device_id = ? "
+                         "AND seq = ?", removed)
+        conn.execute("COMMIT")
+        return plan
+
+    def _insert(self, rows: list[Row]) -> None:
+        """One statement when small, else chunks of power-of-two sizes (few SQLite calls and
+        few distinct statements to prepare)."""
+        done = 0
         while done < len(rows):
-            size = min(INSERT_CHUNK, 1 << ((len(rows) - done).bit_length() - 1))
+            left = len(rows) - done
+            size = left if left <= ONE_STATEMENT else min(INSERT_CHUNK, 1 << left.bit_length() - 1)
             chunk = rows[done:done + size]
-            conn.execute(_insert_sql(size), [value for row in chunk for value in row])
+            self._w.execute(_insert_sql(size), [value for row in chunk for value in row])
             done += size
-        return conn.total_changes - before
 
     def _known(self, ids: list[str]) -> set[str]:
         """Which of `ids` the log already holds."""
-        known: set[str] = set()
-        for i in range(0, len(ids), ID_CHUNK):
-            chunk = ids[i:i + ID_CHUNK]
-            sql = f"SELECT msg_id FROM entries WHERE msg_id IN ({','.join('?' * len(chunk))})"
-            known.update(r[0] for r in self._w.execute(sql, chunk))
-        return known
+        sql = "SELECT msg_id FROM entries WHERE msg_id IN (SELECT value FROM json_each(?))"
+        return {row[0] for row in self._w.execute(sql, (json.dumps(ids),))}
 
     def _delete_acked(self, floor: int, need: int | None, cutoff_us: int | None) -> int:
         """Delete an acknowledged prefix inside the writer's transaction; bytes freed."""
-        cur = self._w.execute(
-            'SELECT "offset", received_at, length(payload) FROM entries '
-            'WHERE "offset" <= ? ORDER BY "offset"', (floor,))
-        try:
-            upto, freed = prune_upto(cur, need, cutoff_us)
-        finally:
-            cur.close()
+        cur = self._w.execute('SELECT "offset", received_at, length(payload) FROM entries '
+                              'WHERE "offset" <= ? ORDER BY "offset"', (floor,))
+        with contextlib.closing(cur):
+            upto, freed = memory.prune_upto(cur, need, cutoff_us)
         if upto:
             self._w.execute('DELETE FROM entries WHERE "offset" <= ?', (upto,))
             self._w_first = max(self._w_first, upto + 1)
         return freed
 
-    def _prune_work(self, conn: sqlite3.Connection, floor: int) -> Callable[[], int]:
-        freed = self._delete_acked(floor, None, self._cutoff_us())
+    def _update(self, name: str | None, consumer: Consumer | None = None,
+                acked_at: int | None = None, prune: bool = False) -> Callable[[], int]:
+        """In the writer's transaction: store `consumer` as `name`, then (prune) delete what
+        all consumers acknowledged before keep_acked_seconds. Returns the cache update to run
+        after COMMIT, which answers the number of entries pruned."""
+        floor = self._floor()
+        if name is not None and consumer is not None:
+            claim = consumer.claim
+            self._w.execute(UPSERT_CONSUMER, (name, consumer.acked, claim.first if claim else None,
+                                              claim.last if claim else None, acked_at))
+            floor = self._floor(name, consumer.acked)
+        freed = self._delete_acked(floor, None, self._cutoff_us()) if prune else 0
         first = self._w_first
 
         def apply() -> int:
-            pruned = first - self._first
-            self._first, self._stored = first, self._stored - freed
+            if name is not None and consumer is not None:
+                self._consumers[name] = consumer
+            pruned, self._first, self._stored = first - self._first, first, self._stored - freed
             return pruned
         return apply
 
-    # -- control writes -------------------------------------------------------------------
-
     def claim(self, consumer: str, span: Span) -> None:
-        def work(conn: sqlite3.Connection) -> Callable[[], None]:
-            acked = self.position(consumer)
-            conn.execute(UPSERT_CONSUMER, (consumer, acked, span.first, span.last, None))
-            return lambda: self._set_consumer(consumer, Consumer(acked, span))
-        self._control(work)
+        self._control(lambda: self._update(consumer, Consumer(self.position(consumer), span)))
 
     def ack(self, consumer: str, span: Span) -> None:
         self._check_ack(span)
-
-        def work(conn: sqlite3.Connection) -> Callable[[], None]:
-            acked = max(self.position(consumer), span.last)
-            conn.execute(UPSERT_CONSUMER, (consumer, acked, None, None, now_us()))
-            prune = self._prune_work(conn, self._floor(consumer, acked))
-
-            def apply() -> None:
-                self._set_consumer(consumer, Consumer(acked, None))
-                prune()
-            return apply
-        self._control(work)
+        self._control(lambda: self._update(
+            consumer, Consumer(max(self.position(consumer), span.last)), memory.now_us(), True))
 
     def replay(self, consumer: str, from_offset: int) -> None:
-        def work(conn: sqlite3.Connection) -> Callable[[], None]:
+        def work() -> Callable[[], int]:
             self._check_replay(consumer, from_offset)
-            conn.execute(UPSERT_CONSUMER, (consumer, from_offset - 1, None, None, None))
-            return lambda: self._set_consumer(consumer, Consumer(from_offset - 1, None))
+            return self._update(consumer, Consumer(from_offset - 1))
         self._control(work)
 
     def prune(self) -> int:
         """Delete acknowledged envelopes older than keep_acked_seconds; returns how many."""
-        return self._control(lambda conn: self._prune_work(conn, self._floor()))
+        return self._control(lambda: self._update(None, prune=True))
 
-    def _set_consumer(self, name: str, consumer: Consumer) -> None:
-        self._consumers[name] = consumer
-
-    # -- reading --------------------------------------------------------------------------
-
-    def _reader(self) -> sqlite3.Connection:
+    def _query(self, sql: str, params: tuple[int, ...]) -> sqlite3.Cursor:
+        """Run a read on this thread's own connection."""
         if self._closed:
             raise LogClosed(f"log {self.path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             with self._cond:
-                conn = self._connect()
+                if self._closed:
+                    raise LogClosed(f"log {self.path} is closed")
+                conn = self._local.conn = self._connect()
                 conn.execute("PRAGMA query_only = ON")
                 self._readers.append(conn)
-            self._local.conn = conn
-        return conn
+        return conn.execute(sql, params)
 
     def _read_rows(self, after: int, max_messages: int, max_bytes: int) -> list[Row]:
-        cur = self._reader().execute(
-            f'SELECT {COLUMNS} FROM entries WHERE "offset" > ? ORDER BY "offset" LIMIT ?',
-            (after, max_messages))
-        try:
-            return take_rows(cur, max_messages, max_bytes)
-        finally:
-            cur.close()
+        with contextlib.closing(self._query(
+                f'SELECT {COLUMNS} FROM entries WHERE "offset" > ? ORDER BY "offset" LIMIT ?',
+                (after, max_messages))) as cur:
+            return memory.take_rows(cur, max_messages, max_bytes)
+
+    def _span_rows(self, span: Span) -> list[Row]:
+        return self._query(f'SELECT {COLUMNS} FROM entries WHERE "offset" BETWEEN ? AND ? '
+                           'ORDER BY "offset"', (span.first, span.last)).fetchall()
 
     def _received_at(self, offset: int) -> int | None:
-        row = self._reader().execute(
-            'SELECT received_at FROM entries WHERE "offset" >= ? ORDER BY "offset" LIMIT 1',
-            (offset,)).fetchone()
+        row = self._query('SELECT received_at FROM entries WHERE "offset" >= ? '
+                          'ORDER BY "offset" LIMIT 1', (offset,)).fetchone()
         return row[0] if row else None
-
-    def read_span(self, span: Span) -> LogBatch:
-        rows = self._reader().execute(
-            f'SELECT {COLUMNS} FROM entries WHERE "offset" BETWEEN ? AND ? ORDER BY "offset"',
-            (span.first, span.last)).fetchall()
-        if len(rows) != span.count:
-            present = {r[0] for r in rows}
-            missing = [o for o in range(span.first, span.last + 1) if o not in present]
-            raise NotFound(f"log offsets {describe_offsets(missing)} are not retained in "
-                           f"{self.path} (pruned after acknowledgement, or never appended)")
-        return build_batch(rows)
 
     def close(self) -> None:
         """Finish queued work, stop the writer, close the connections (idempotent)."""

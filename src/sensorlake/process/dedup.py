@@ -8,20 +8,27 @@ without a reject (they are not errors). Across batches the sinks' idempotence do
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 
 from sensorlake.model import READING_KEY
 from sensorlake.process.base import Batch, Context
+
+
+def first_per_key(readings: pa.Table) -> pa.Table:
+    """Keep the first row of every READING_KEY (input order preserved); cheap when unique."""
+    if readings.num_rows < 2:
+        return readings
+    keys = pl.from_arrow(readings.select(list(READING_KEY)))
+    assert isinstance(keys, pl.DataFrame)
+    if keys.n_unique() == keys.height:
+        return readings
+    first = keys.select(pl.struct(list(READING_KEY)).is_first_distinct()).to_series()
+    return readings.filter(first.to_arrow())
 
 
 class DedupStage:
     name = "dedup"
 
     def process(self, batch: Batch, ctx: Context) -> Batch:
-        if batch.readings.num_rows < 2:
-            return batch
-        frame = pl.from_arrow(batch.readings)
-        assert isinstance(frame, pl.DataFrame)
-        unique = frame.unique(subset=list(READING_KEY), keep="first", maintain_order=True)
-        if unique.height == frame.height:
-            return batch
-        return type(batch)(unique.to_arrow().cast(batch.readings.schema), batch.rejects)
+        kept = first_per_key(batch.readings)
+        return batch if kept is batch.readings else Batch(kept, batch.rejects)

@@ -17,8 +17,16 @@ from typing import Literal, Protocol, runtime_checkable
 import pyarrow as pa
 
 from sensorlake.log.base import Span
-from sensorlake.model import TS_TYPE
+from sensorlake.model import READING_SCHEMA, TS_TYPE
 from sensorlake.process.base import REJECT_SCHEMA
+
+HOT_SCHEMA = READING_SCHEMA.append(pa.field("log_offset", pa.int64()))
+"""Rows of the hot store: a reading plus the log offset of the message that first stored it.
+
+That offset is what makes the lake exact: the `readings/` files of a log span hold precisely
+the rows that span inserted (`span_readings`), so a reading that arrives again in a later
+message is neither stored twice in the hot store nor written twice to the lake, and a span
+replayed after a crash yields the same rows."""
 
 Aggregate = Literal["mean", "min", "max", "sum", "count", "first", "last"]
 AGGREGATES: tuple[str, ...] = ("mean", "min", "max", "sum", "count", "first", "last")
@@ -74,8 +82,12 @@ class HotStore(Protocol):
     """Recent readings, queryable within a second of their commit."""
 
     def write(self, readings: pa.Table) -> int:
-        """Insert READING_SCHEMA rows whose key is absent; committed on return. Returns the
-        number of rows newly stored."""
+        """Insert rows whose key is absent; committed on return. `readings` has READING_SCHEMA
+        plus, from the pipeline, `log_offset`. Returns the number of rows newly stored."""
+        ...
+
+    def span_readings(self, first: int, last: int) -> pa.Table:
+        """READING_SCHEMA rows first stored by log offsets first..last (what the lake gets)."""
         ...
 
     def readings(self, query: ReadingQuery) -> pa.Table:
@@ -91,8 +103,10 @@ class HotStore(Protocol):
     def count(self, tenant: str | None = None) -> int:
         ...
 
-    def apply_retention(self, now: datetime | None = None) -> int:
-        """Delete readings older than the retention; returns rows deleted."""
+    def apply_retention(self, now: datetime | None = None,
+                        done_offset: int | None = None) -> int:
+        """Delete readings older than the retention whose log offset is at most
+        `done_offset` (already in the lake); returns rows deleted."""
         ...
 
     def close(self) -> None: ...

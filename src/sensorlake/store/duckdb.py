@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorlake.errors import NotFound, SinkUnavailable
+from sensorlake.model import READING_SCHEMA
 from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, ReadingQuery
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.memory import conform, dedupe_first
@@ -40,7 +41,7 @@ SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS readings (
     tenant VARCHAR NOT NULL, device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL, value DOUBLE NOT NULL, quality SMALLINT NOT NULL,
-    received_at TIMESTAMPTZ NOT NULL, lat DOUBLE, lon DOUBLE);
+    received_at TIMESTAMPTZ NOT NULL, lat DOUBLE, lon DOUBLE, log_offset BIGINT);
 CREATE TABLE IF NOT EXISTS latest (
     tenant VARCHAR NOT NULL, device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL, value DOUBLE NOT NULL, lat DOUBLE, lon DOUBLE,
@@ -155,12 +156,23 @@ class DuckDBStore:
                 cur.unregister("batch")
             return int(added)
 
-    def apply_retention(self, now: datetime | None = None) -> int:
+    def span_readings(self, first: int, last: int) -> pa.Table:
+        """The rows that log offsets first..last inserted (zone maps prune: offsets grow)."""
+        columns = ", ".join(READING_SCHEMA.names)
+        with self._cursor() as cur:
+            table = cur.sql(f"SELECT {columns} FROM readings WHERE log_offset BETWEEN ? AND ?",
+                            params=[first, last]).to_arrow_table()
+        return table.cast(READING_SCHEMA)
+
+    def apply_retention(self, now: datetime | None = None,
+                        done_offset: int | None = None) -> int:
         """Delete readings older than the horizon (the lake keeps them); rows deleted."""
         horizon = self.horizon(now)
+        sql, params = "DELETE FROM readings WHERE ts < ?", [horizon]
+        if done_offset is not None:
+            sql, params = sql + " AND coalesce(log_offset, 0) <= ?", [horizon, done_offset]
         with self._write_lock:
-            rows = self._writer.sql("DELETE FROM readings WHERE ts < ?",
-                                    params=[horizon]).fetchall()
+            rows = self._writer.sql(sql, params=params).fetchall()
         return int(rows[0][0]) if rows else 0
 
     # -- reads -------------------------------------------------------------------------------

@@ -10,12 +10,18 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from sensorlake.model import READING_KEY, READING_SCHEMA, TS_TYPE
-from sensorlake.store.base import LATEST_SCHEMA, QUARANTINE_SCHEMA, SERIES_SCHEMA, ReadingQuery
+from sensorlake.process.dedup import first_per_key
+from sensorlake.store.base import (
+    HOT_SCHEMA,
+    LATEST_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SERIES_SCHEMA,
+    ReadingQuery,
+)
 from sensorlake.store.query import matches_nothing, utc, width_us
 
 QUARANTINE_LIST_SCHEMA = QUARANTINE_SCHEMA.append(pa.field("quarantined_at", TS_TYPE))
@@ -23,21 +29,16 @@ QUARANTINE_KEY = ("msg_id", "stage", "field", "reason")
 
 
 def conform(readings: pa.Table) -> pa.Table:
-    """READING_SCHEMA columns only, in order and type (sinks drop `msg_id` and the like)."""
-    return readings.select(READING_SCHEMA.names).cast(READING_SCHEMA)
+    """HOT_SCHEMA columns, in order and type (sinks drop `msg_id` and the like); a missing
+    `log_offset` is null."""
+    if "log_offset" not in readings.column_names:
+        readings = readings.append_column("log_offset", pa.nulls(readings.num_rows, pa.int64()))
+    return readings.select(HOT_SCHEMA.names).cast(HOT_SCHEMA)
 
 
 def dedupe_first(readings: pa.Table) -> pa.Table:
     """Keep the first row of every READING_KEY within one table (input order preserved)."""
-    n = readings.num_rows
-    if n < 2:
-        return readings
-    keyed = readings.select(list(READING_KEY)).append_column(
-        "__i", pa.array(np.arange(n, dtype=np.int64)))
-    firsts = keyed.group_by(list(READING_KEY), use_threads=False).aggregate([("__i", "min")])
-    if firsts.num_rows == n:
-        return readings
-    return readings.take(np.sort(firsts.column("__i_min").to_numpy()))
+    return first_per_key(readings)
 
 
 def _ts_utc(expr: pl.Expr) -> pl.Expr:
@@ -54,8 +55,8 @@ class MemoryStore:
     def __init__(self, retention_days: float = 30) -> None:
         self.retention = timedelta(days=retention_days)
         self._lock = threading.Lock()
-        self._rows = pl.from_arrow(READING_SCHEMA.empty_table())
-        self._latest = pl.from_arrow(READING_SCHEMA.empty_table())
+        self._rows = pl.from_arrow(HOT_SCHEMA.empty_table())
+        self._latest = pl.from_arrow(HOT_SCHEMA.empty_table())
 
     def write(self, readings: pa.Table) -> int:
         batch = pl.from_arrow(dedupe_first(conform(readings)))
@@ -127,10 +128,20 @@ class MemoryStore:
             rows = self._rows
         return rows.height if tenant is None else rows.filter(pl.col("tenant") == tenant).height
 
-    def apply_retention(self, now: datetime | None = None) -> int:
-        horizon = _epoch_us((now or datetime.now(UTC)) - self.retention)
+    def span_readings(self, first: int, last: int) -> pa.Table:
         with self._lock:
-            keep = self._rows.filter(pl.col("ts").dt.epoch("us") >= horizon)
+            rows = self._rows
+        span = rows.filter(pl.col("log_offset").is_between(first, last))
+        return span.select(READING_SCHEMA.names).to_arrow().cast(READING_SCHEMA)
+
+    def apply_retention(self, now: datetime | None = None,
+                        done_offset: int | None = None) -> int:
+        horizon = _epoch_us((now or datetime.now(UTC)) - self.retention)
+        old = pl.col("ts").dt.epoch("us") < horizon
+        if done_offset is not None:
+            old &= pl.col("log_offset").fill_null(0) <= done_offset
+        with self._lock:
+            keep = self._rows.filter(~old)
             deleted = self._rows.height - keep.height
             self._rows = keep
         return deleted
