@@ -24,11 +24,10 @@ import duckdb
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Server, append_results, free_port  # noqa: E402
-
-from sensorlake.auth.tokens import Role, TokenStore  # noqa: E402
-from sensorlake.catalog import Catalog  # noqa: E402
-from sensorlake.registry import Device, DeviceRegistry  # noqa: E402
+from _common import Server, append_results, free_port
+from sensorlake.auth.tokens import Role, TokenStore
+from sensorlake.catalog import Catalog
+from sensorlake.registry import Device, DeviceRegistry
 
 DEVICES = 100
 METRICS = ("pm2_5", "pm10", "temperature", "humidity", "pressure")

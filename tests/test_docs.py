@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def shown(value: Any) -> str:
     """A setting's value as `sensorlake config show` prints it."""
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
     return str(value)

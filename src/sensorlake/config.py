@@ -8,12 +8,14 @@ value and where it came from.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,14 +77,21 @@ class LakeSettings(Section):
     compression_level: int = Field(9, description="Codec level (zstd: 1-22).")
 
 
-class ValidateSettings(Section):
-    earliest: str = Field(
-        "2000-01-01T00:00:00Z", description="Readings stamped before this are rejected.")
+class ValidationSettings(Section):
+    earliest: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="Readings stamped before this are rejected (ISO 8601; no zone = UTC).")
     future_seconds: float = Field(
         300, ge=0, description="Readings stamped further than this in the future are rejected.")
     unknown_metrics: Literal["reject", "accept"] = Field(
         "reject", description="What to do with a metric that is neither in the catalog nor in "
         "[metrics]: reject (quarantine) or accept without range checks.")
+
+
+    @field_validator("earliest")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class IngestSettings(Section):
@@ -95,8 +104,16 @@ class ExtraMetric(Section):
     kind: Literal["gauge", "counter"] = "gauge"
     minimum: float = float("-inf")
     maximum: float = float("inf")
-    precision: float = 0.0
+    precision: float = Field(
+        0.0, ge=0, description="Rounding step, a power of ten (1, 0.1, 0.01); 0 = no rounding.")
     description: str = ""
+
+    @field_validator("precision")
+    @classmethod
+    def _power_of_ten(cls, value: float) -> float:
+        if value and abs(math.log10(value) - round(math.log10(value))) > 1e-9:
+            raise ValueError(f"precision {value} must be a power of ten (1, 0.1, 0.01, ...)")
+        return value
 
 
 class Settings(BaseSettings):
@@ -109,15 +126,16 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         Path("sensorlake-data"), description="Folder holding the log, stores, lake and registry.")
-    profile: Literal["embedded", "server"] = Field(
-        "embedded", description="embedded: SQLite log, DuckDB, local Parquet; server: issue 7.")
+    profile: Literal["embedded"] = Field(
+        "embedded", description="embedded: SQLite log, DuckDB hot store, local Parquet lake "
+        "(the server profile - NATS JetStream, PostgreSQL, S3 - is not available yet).")
     default_tenant: str = Field("default", description="Tenant used when a command names none.")
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     worker: WorkerSettings = WorkerSettings()
     hot: HotSettings = HotSettings()
     lake: LakeSettings = LakeSettings()
-    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
+    validation: ValidationSettings = ValidationSettings()
     ingest: IngestSettings = IngestSettings()
     metrics: dict[str, ExtraMetric] = Field(
         default_factory=dict, description="Extra metrics beyond the built-in catalog.")
@@ -135,10 +153,6 @@ class Settings(BaseSettings):
         if toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
-
-    @property
-    def validation(self) -> ValidateSettings:
-        return self.validate_
 
     def path(self, *parts: str) -> Path:
         """A path inside the data folder (created on demand by its owner)."""
@@ -193,7 +207,10 @@ def describe_sources(settings: Settings, config_file: Path | None = None,
                 walk(value, path, file_part.get(key, {}) if isinstance(file_part, dict) else {})
                 continue
             env_name = ENV_PREFIX + "__".join(p.upper() for p in path)
-            if not prefix and name in given:
+            if isinstance(value, dict):
+                value = {k: v.model_dump() if isinstance(v, BaseModel) else v
+                         for k, v in value.items()}
+            if not prefix and name in given and not os.environ.get(env_name):
                 origin = "command line"
             elif os.environ.get(env_name):
                 origin = f"env {env_name}"

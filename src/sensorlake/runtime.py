@@ -201,7 +201,8 @@ class Runtime:
             pass
 
     # -- status -----------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self, tenant: str | None = None) -> dict[str, Any]:
+        """Pipeline figures (process-wide) and the quarantine count of `tenant`."""
         stats = self.log.stats()
         acked = stats.acked.get(self.worker.consumer, 0)
         oldest = stats.oldest_unacked_us
@@ -218,7 +219,7 @@ class Runtime:
                     else round(time.time() - oldest / 1e6, 3)},
             "worker": {**worker, "processed_offset": self.worker.cursor},
             "ingest": asdict(self.counters),
-            "quarantine": {"count": self.quarantine.count()},
+            "quarantine": {"count": self.quarantine.count(tenant)},
         }
 
 

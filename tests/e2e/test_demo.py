@@ -13,10 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
+from e2e_support import cli_env, free_port, run_cli
 from typer.testing import CliRunner
 
 from sensorlake.cli import app
-from e2e_support import cli_env, free_port, run_cli
 
 DEMO_ENV = {"SENSORLAKE_WORKER__LAKE_FLUSH_SECONDS": "2"}
 

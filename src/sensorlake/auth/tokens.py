@@ -61,7 +61,7 @@ def authorize(principal: Principal, action: Action, tenant: str,
     if principal.tenant != tenant:
         raise AuthError("this token belongs to another tenant", status=403)
     if action is Action.READ and principal.role is not Role.OWNER:
-        raise AuthError(f"a {principal.role.value} token cannot read; use an owner token",
+        raise AuthError(f"an {principal.role.value} token cannot read; use an owner token",
                         status=403)
     if principal.device_id is not None and device_id is not None and (
             device_id != principal.device_id):

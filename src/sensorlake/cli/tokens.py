@@ -48,12 +48,15 @@ def create(
 
 
 @app.command("list")
-def list_(tenant: TenantOption = None, fmt: FormatOption = OutputFormat.table,
-          data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+def list_(tenant: TenantOption = None, all_tenants: Annotated[bool, typer.Option(
+    "--all-tenants", help="List every tenant's tokens.")] = False,
+          fmt: FormatOption = OutputFormat.table, data_dir: DataDirOption = None,
+          config: ConfigOption = None) -> None:
     """List tokens (never their values)."""
     with friendly_errors():
         settings = settings_from(data_dir, config)
-        infos = TokenStore(open_catalog(settings)).list(tenant)
+        infos = TokenStore(open_catalog(settings)).list(
+            None if all_tenants else tenant or settings.default_tenant)
         rows = [{**info.__dict__, "role": info.role.value} for info in infos]
         render(rows, ["id", "role", "tenant", "device_id", "label", "created_at", "expires_at",
                       "revoked_at", "last_used_at"], fmt)

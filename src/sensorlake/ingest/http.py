@@ -52,6 +52,8 @@ async def accept(runtime: Runtime, authorization: str | None, chunks: AsyncItera
         body = await read_body(chunks, runtime.settings.http.max_body_bytes, content_length,
                                content_encoding)
         parsed = parse_body(body, principal, time.time_ns() // 1000)
+        if not parsed.envelopes:
+            raise InputError("empty body: send a JSON envelope, or one envelope per line")
     except AuthError as exc:
         return _error(exc.status, str(exc),
                       {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)

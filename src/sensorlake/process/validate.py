@@ -7,7 +7,7 @@ the value is finite and inside the metric's valid range, the timestamp is neithe
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import polars as pl
 import pyarrow as pa
@@ -17,10 +17,12 @@ from sensorlake.process.base import REJECT_SCHEMA, Batch, Context
 
 
 def metric_catalog(ctx: Context) -> pl.DataFrame:
-    """The built-in METRICS plus the settings' extra metrics, as a frame."""
-    rows = [(m.name, m.unit, m.minimum, m.maximum, m.precision) for m in METRICS.values()]
-    rows += [(name, m.unit, m.minimum, m.maximum, m.precision)
-             for name, m in ctx.settings.metrics.items()]
+    """The built-in METRICS plus the settings' `[metrics]` (which override a built-in of the
+    same name), one row per metric, as a frame."""
+    extra = ctx.settings.metrics
+    rows = [(m.name, m.unit, m.minimum, m.maximum, m.precision) for m in METRICS.values()
+            if m.name not in extra]
+    rows += [(name, m.unit, m.minimum, m.maximum, m.precision) for name, m in extra.items()]
     return pl.DataFrame(rows, schema={"metric": pl.String, "unit": pl.String,
                                       "minimum": pl.Float64, "maximum": pl.Float64,
                                       "precision": pl.Float64}, orient="row")
@@ -35,7 +37,7 @@ class ValidateStage:
         frame = pl.from_arrow(batch.readings)
         assert isinstance(frame, pl.DataFrame)
         catalog = metric_catalog(ctx)
-        earliest = datetime.fromisoformat(ctx.settings.validation.earliest)
+        earliest = ctx.settings.validation.earliest
         latest = ctx.now + timedelta(seconds=ctx.settings.validation.future_seconds)
         accept_unknown = ctx.settings.validation.unknown_metrics == "accept"
         known = ", ".join(sorted(catalog["metric"].to_list()))
@@ -55,7 +57,7 @@ class ValidateStage:
             .when(pl.col("ts") < pl.lit(earliest))
             .then(pl.format("{}: {} timestamp {} is before {}", "device_id", "metric",
                             pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ"),
-                            pl.lit(ctx.settings.validation.earliest)))
+                            pl.lit(earliest.isoformat().replace("+00:00", "Z"))))
             .when(pl.col("ts") > pl.lit(latest))
             .then(pl.format("{}: {} timestamp {} is in the future (server time {}); check "
                             "the device clock", "device_id", "metric",

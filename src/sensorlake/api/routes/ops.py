@@ -22,7 +22,7 @@ def healthz(runtime: RuntimeDep) -> Response:
 @router.get("/api/v1/status", summary="Log backlog, worker progress and quarantine counts")
 def status(runtime: RuntimeDep, principal: PrincipalDep) -> dict:
     _allow(principal, principal.tenant)
-    return runtime.status()
+    return runtime.status(principal.tenant)
 
 
 @router.get("/api/v1/quarantine", summary="Rejected input with its reason and source")

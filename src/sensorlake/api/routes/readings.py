@@ -68,7 +68,7 @@ def device_readings(
         for r in results:
             del r["metric"]
     return {"meta": {"device": device_id, "metrics": list(query.metrics),
-                     "from": query.start.isoformat(), "to": query.end.isoformat(),
+                     "from": _iso(query.start), "to": _iso(query.end),
                      "every": format_duration(query.every) if query.every else None,
                      "agg": query.agg if query.every else None, "count": len(results),
                      "truncated": len(results) >= query.limit},
@@ -90,9 +90,13 @@ def build_query(tenant: str, devices: tuple[str, ...] | None, metrics: list[str]
                         device_ids=devices, every=step, agg=agg, limit=limit)  # type: ignore[arg-type]
 
 
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _rows(rows: list[dict]) -> list[dict]:
     for row in rows:
         for key, value in row.items():
             if isinstance(value, datetime):
-                row[key] = value.isoformat().replace("+00:00", "Z")
+                row[key] = _iso(value)
     return rows
