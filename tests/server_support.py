@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from pydantic import SecretStr
 
-from sensorlake.config import JetStreamSettings, PostgresSettings
+from sensorlake.config import JetStreamSettings, PostgresSettings, S3Settings
 from services import require_binary, require_service, unique_name
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -90,3 +90,41 @@ class NatsServer:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+
+
+class MotoServer:
+    """`moto_server` (an S3 endpoint) on a free port, as a subprocess."""
+
+    def __init__(self, folder: Path) -> None:
+        import sys
+        here = Path(sys.executable).parent / "moto_server"
+        self.binary = require_binary("moto_server", str(here))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.folder = folder
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MotoServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = open(self.folder / "moto.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([self.binary, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.5):
+                return self
+            time.sleep(0.1)
+        raise AssertionError("moto_server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+def s3_settings(endpoint: str, bucket: str | None = None) -> S3Settings:
+    return S3Settings(bucket=bucket or unique_name("slk").lower().replace("_", "-"),
+                      prefix="lake", endpoint_url=endpoint, region="us-east-1",
+                      access_key_id="test", secret_access_key=SecretStr("test"))

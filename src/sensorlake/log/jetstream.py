@@ -465,7 +465,7 @@ class JetStreamLog:
             return
         self._closed = True
         with contextlib.suppress(Exception):
-            self._runner.call(self.nc.drain(), timeout=10)
+            self._runner.call(self.nc.close(), timeout=5)
         self._runner.close()
 
     def __enter__(self) -> JetStreamLog:

@@ -158,5 +158,5 @@ class WorkQueue:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._runner.call(self.nc.drain(), timeout=10)
+            self._runner.call(self.nc.close(), timeout=5)
         self._runner.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import logging
 import re
 import threading
@@ -125,7 +126,15 @@ class AsyncRunner:
             raise NatsUnavailable(f"NATS did not answer within {timeout} s") from exc
 
     def close(self) -> None:
+        async def cancel_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(cancel_rest(), self.loop).result(5)
             self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
@@ -140,7 +149,7 @@ async def connect(servers: Sequence[str], name: str) -> NATS:
         log.debug("nats: %s", exc)
 
     async def on_disconnect() -> None:
-        log.warning("nats: disconnected; reconnecting")
+        log.info("nats: disconnected; reconnecting")
 
     try:
         return await nats.connect(

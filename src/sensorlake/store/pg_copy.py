@@ -47,7 +47,7 @@ def copy_out(conn: psycopg.Connection, query: str, params: Sequence[Any],
              schema: pa.Schema) -> pa.Table:
     """Rows of `query` (columns in `schema` order, timestamps selected with `us_expr`)."""
     cur = conn.cursor()
-    statement = cur.mogrify(query, params) if params else query
+    statement = psycopg.ClientCursor(conn).mogrify(query, params) if params else query
     buffer = io.BytesIO()
     with cur.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)") as copy:  # type: ignore[arg-type]
         for chunk in copy:

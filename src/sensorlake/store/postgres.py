@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sensorlake.config import PostgresSettings
 from sensorlake.model import READING_SCHEMA
@@ -128,7 +128,7 @@ class PostgresStore:
         try:
             with self.pool.connection() as conn:
                 yield conn
-        except (*TRANSIENT, psycopg.pool.PoolTimeout) as exc:  # type: ignore[attr-defined]
+        except (*TRANSIENT, PoolTimeout) as exc:
             raise unavailable(what, exc) from exc
 
     @contextlib.contextmanager
