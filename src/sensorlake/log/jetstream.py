@@ -246,27 +246,37 @@ class JetStreamLog:
 
     async def _store_mark(self, key: tuple[str, str], seqs: list[int]) -> None:
         """Fold `seqs` into the device's watermark and write it with compare-and-set; on a
-        conflict (another ingest process moved it) re-read, merge and try again."""
-        for _ in range(20):
-            if key not in self._revisions:
-                await self._load_mark(key)
-            stage = SeqStage(self._seqs)
-            for seq in seqs:
-                stage.add(key, seq)
-            value = orjson.dumps({"m": stage.marks[key], "p": sorted(stage.pending[key])})
+        conflict (another ingest process moved it) re-read, merge and try again; while NATS
+        elects a leader or reconnects, retry until jetstream.publish_retry_seconds."""
+        deadline = time.monotonic() + self.settings.publish_retry_seconds
+        delay = 0.05
+        while True:
             try:
+                if key not in self._revisions:
+                    await self._load_mark(key)
+                stage = SeqStage(self._seqs)
+                for seq in seqs:
+                    stage.add(key, seq)
+                value = orjson.dumps({"m": stage.marks[key], "p": sorted(stage.pending[key])})
                 revision = self._revisions.get(key)
                 if revision is None:
                     new = await self._marks.create(key_token(*key), value)
                 else:
                     new = await self._marks.update(key_token(*key), value, last=revision)
-            except (KeyWrongLastSequenceError, nats.js.errors.APIError):
-                self._revisions.pop(key, None)
-                continue
-            stage.apply()
-            self._revisions[key] = new
-            return
-        raise NatsUnavailable(f"could not update the watermark of {key[1]}: too much contention")
+                stage.apply()
+                self._revisions[key] = new
+                return
+            except Exception as exc:
+                conflict = isinstance(exc, KeyWrongLastSequenceError) or (
+                    isinstance(exc, nats.js.errors.APIError) and not is_transient(exc))
+                if not conflict and not is_transient(exc):
+                    raise
+                self._revisions.pop(key, None)  # re-read before the next attempt
+                if time.monotonic() > deadline:
+                    raise NatsUnavailable(f"could not update the watermark of {key[1]} "
+                                          f"({exc!r}); retry the request") from exc
+                await asyncio.sleep(0 if conflict else delay)
+                delay = min(delay * 2, 1.0)
 
     def watermarks(self, tenant: str, devices: Sequence[str]) -> dict[str, int]:
         async def load() -> dict[str, int]:

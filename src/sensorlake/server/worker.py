@@ -135,7 +135,7 @@ class ServerWorker:
                     self.queue.in_progress(deliveries)
                     keepalive = time.monotonic()
                 stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
                 continue
             self.waiting_since = None
             self.stats.stored += stored
