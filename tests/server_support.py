@@ -128,3 +128,22 @@ def s3_settings(endpoint: str, bucket: str | None = None) -> S3Settings:
     return S3Settings(bucket=bucket or unique_name("slk").lower().replace("_", "-"),
                       prefix="lake", endpoint_url=endpoint, region="us-east-1",
                       access_key_id="test", secret_access_key=SecretStr("test"))
+
+
+def delete_stream(settings: JetStreamSettings) -> None:
+    """Delete a test's stream and its KV buckets."""
+    import asyncio
+
+    import nats
+
+    async def work() -> None:
+        nc = await nats.connect(settings.servers, connect_timeout=2, max_reconnect_attempts=1)
+        js = nc.jetstream()
+        for delete, name in ((js.delete_stream, settings.stream),
+                             (js.delete_key_value, settings.stream + "_consumers"),
+                             (js.delete_key_value, settings.stream + "_marks")):
+            with contextlib.suppress(Exception):
+                await delete(name)
+        await nc.close()
+    with contextlib.suppress(Exception):
+        asyncio.run(work())

@@ -20,7 +20,9 @@ is what lets the log purge.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -34,7 +36,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from sensorlake.config import JetStreamSettings
-from sensorlake.errors import Backpressure, NotFound
+from sensorlake.errors import Backpressure, ConfigError, NotFound
 from sensorlake.log.base import AppendResult, Envelope, LogBatch, LogStats, Span
 from sensorlake.log.jetstream_core import (
     AsyncRunner,
@@ -62,6 +64,7 @@ from sensorlake.log.memory import (
 )
 
 FETCH_CHUNK = 10_000
+MIN_BYTES = 1 << 20
 
 
 class JetStreamLog:
@@ -73,7 +76,13 @@ class JetStreamLog:
         self.keep_acked_seconds = keep_acked_seconds
         self.commits = 0
         """Appends completed (each submit counts once)."""
+        if max_bytes < MIN_BYTES:
+            raise ConfigError(f"log.max_bytes {max_bytes} is too small for a JetStream stream: "
+                              f"use at least {MIN_BYTES} (NATS 2.9's file store drops old "
+                              "messages under tiny limits even with discard: new)")
         self._closed = False
+        self._submitted: set[Future[AppendResult]] = set()
+        self._submitted_lock = threading.Lock()
         self._runner = AsyncRunner(f"{name}-nats")
         try:
             self._runner.call(self._open(name), timeout=30)
@@ -127,7 +136,15 @@ class JetStreamLog:
             done: Future[AppendResult] = Future()
             done.set_result(AppendResult())
             return done
-        return self._runner.submit(self._append(list(envelopes)))
+        future = self._runner.submit(self._append(list(envelopes)))
+        with self._submitted_lock:
+            self._submitted.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future[AppendResult]) -> None:
+        with self._submitted_lock:
+            self._submitted.discard(future)
 
     def append(self, envelopes: Sequence[Envelope]) -> AppendResult:
         return self.submit(envelopes).result()
@@ -471,9 +488,13 @@ class JetStreamLog:
         return self._call(work())
 
     def close(self) -> None:
+        """Let pending appends finish (or time out), then disconnect (idempotent)."""
         if self._closed:
             return
         self._closed = True
+        with self._submitted_lock:
+            pending = list(self._submitted)
+        concurrent.futures.wait(pending, timeout=self.settings.publish_retry_seconds + 5)
         with contextlib.suppress(Exception):
             self._runner.call(self.nc.close(), timeout=5)
         self._runner.close()

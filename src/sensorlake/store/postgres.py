@@ -295,7 +295,9 @@ class PostgresStore:
         db = duckdb.connect()
         try:
             db.execute("SET TimeZone = 'UTC'")
-            db.register("hot_rows", hot.drop_columns(["count"]))
+            hot = hot.drop_columns(["count"])  # rows of query.tenant only (filtered in PG)
+            db.register("hot_rows", hot.append_column(
+                "tenant", pa.array([query.tenant] * hot.num_rows, pa.string())))
             db.register("cold_rows", cold)
             parts = plan_parts(query, "hot_rows", "cold_rows", horizon)
             text, params = series_sql(query, parts, DUCKDB)
