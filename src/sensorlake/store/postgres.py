@@ -67,24 +67,28 @@ CREATE TEMP TABLE IF NOT EXISTS staging (
 """
 
 MOVE = """
-WITH ins AS (
-    INSERT INTO readings (tenant, device_id, metric, ts, value, quality, received_at, lat, lon,
-                          log_offset)
-    SELECT tenant, device_id, metric, TIMESTAMPTZ 'epoch' + ts_us * INTERVAL '1 microsecond',
-           value, quality, TIMESTAMPTZ 'epoch' + received_us * INTERVAL '1 microsecond',
-           lat, lon, log_offset
-    FROM staging {where} ORDER BY tenant, device_id, metric, ts_us
-    ON CONFLICT DO NOTHING
-    RETURNING tenant, device_id, metric, ts, value, lat, lon),
-up AS (
-    INSERT INTO latest
-    SELECT DISTINCT ON (tenant, device_id, metric) * FROM ins
-    ORDER BY tenant, device_id, metric, ts DESC
-    ON CONFLICT (tenant, device_id, metric) DO UPDATE
-    SET ts = excluded.ts, value = excluded.value, lat = excluded.lat, lon = excluded.lon
-    WHERE excluded.ts > latest.ts)
-SELECT count(*) FROM ins
+INSERT INTO readings (tenant, device_id, metric, ts, value, quality, received_at, lat, lon,
+                      log_offset)
+SELECT tenant, device_id, metric, TIMESTAMPTZ 'epoch' + ts_us * INTERVAL '1 microsecond',
+       value, quality, TIMESTAMPTZ 'epoch' + received_us * INTERVAL '1 microsecond',
+       lat, lon, log_offset
+FROM staging
+ON CONFLICT DO NOTHING
 """
+"""Staging rows arrive sorted by key (sorted in Arrow before the COPY), so concurrent
+writers take row locks in the same order; a deadlock all the same is retried."""
+
+UPSERT_LATEST = """
+INSERT INTO latest
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[],
+                     %s::double precision[], %s::double precision[], %s::double precision[])
+ON CONFLICT (tenant, device_id, metric) DO UPDATE
+SET ts = excluded.ts, value = excluded.value, lat = excluded.lat, lon = excluded.lon
+WHERE excluded.ts > latest.ts
+"""
+"""One row per (tenant, device, metric): the batch's newest. Rows the INSERT skipped as
+conflicts may take part: their ts is never newer than `latest` already holds (the row they
+collided with updated it), so the result is the same as from the inserted rows alone."""
 
 MARK = """
 INSERT INTO processed
@@ -208,11 +212,20 @@ class PostgresStore:
     def _move(self, conn: psycopg.Connection, batch: pa.Table) -> int:
         if batch.num_rows == 0:
             return 0
+        key = [("tenant", "ascending"), ("device_id", "ascending"), ("metric", "ascending")]
+        batch = batch.sort_by([*key, ("ts", "ascending")])
         copy_in(conn, "staging", batch.select(
             ["tenant", "device_id", "metric", "ts", "value", "quality", "received_at", "lat",
              "lon", "log_offset"]))
-        count = conn.execute(MOVE.replace("{where}", "")).fetchone()  # type: ignore[arg-type]
-        return int(count[0]) if count else 0
+        with conn.cursor() as cur:
+            cur.execute(MOVE)
+            stored = max(cur.rowcount, 0)
+            if stored:
+                newest = batch.sort_by([*key, ("ts", "descending")])
+                first = _first_per_key(newest)
+                cur.execute(UPSERT_LATEST, [newest.column(c).filter(first).to_pylist() for c in
+                            ("tenant", "device_id", "metric", "ts", "value", "lat", "lon")])
+        return stored
 
     def apply_retention(self, now: datetime | None = None,
                         done_offset: int | None = None) -> int:
@@ -328,6 +341,16 @@ class PostgresStore:
         with self._write_lock:
             self._drop_writer()
         self.pool.close()
+
+
+def _first_per_key(table: pa.Table) -> pa.Array:
+    """True on the first row of every (tenant, device_id, metric) run of a sorted table."""
+    keys = pc.binary_join_element_wise(table.column("tenant"), table.column("device_id"),
+                                       table.column("metric"), "\x00").combine_chunks()
+    if len(keys) <= 1:
+        return pa.array([True] * len(keys))
+    changed = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))
+    return pa.concat_arrays([pa.array([True]), changed])
 
 
 def read_lake_files(lake: Lake | None, files: list[str]) -> pa.Table:
