@@ -20,7 +20,7 @@ import pytest
 from stack import Plan, log_tail, stack
 
 from server_support import NATS_URL, NatsServer, free_port
-from services import require_service
+from services import in_ci, require_service
 
 pytestmark = pytest.mark.slow
 
@@ -129,11 +129,11 @@ class FaultProxy:
 
 
 def test_postgres_unreachable(tmp_path: Path) -> None:
-    """PostgreSQL cut off for PG_OUTAGE_SECONDS (60 by default; CI may set less): ingest keeps
-    answering 200, workers wait without exiting, then the backlog drains at >= 3x the ingest
-    rate and nothing is lost."""
+    """PostgreSQL cut off for PG_OUTAGE_SECONDS (60 by default, 20 under CI=true to keep the
+    suite short): ingest keeps answering 200, workers wait without exiting, then the backlog
+    drains at >= 3x the ingest rate and nothing is lost."""
     require_service("NATS", 4222)
-    outage = float(os.environ.get("PG_OUTAGE_SECONDS", "60"))
+    outage = float(os.environ.get("PG_OUTAGE_SECONDS", "20" if in_ci() else "60"))
     proxy = FaultProxy()
     rate = 20.0  # requests/s, 40 readings each
     plan = Plan(devices=10, messages=max(4, int(rate * (outage + 8) / 10)), per_message=10)

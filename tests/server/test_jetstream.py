@@ -93,3 +93,18 @@ def test_shared_consumer_redelivers_and_quarantines_after_max_deliver(
         finally:
             a.close()
             b.close()
+
+
+def test_submit_many_gives_each_group_its_own_outcome(stream: JetStreamSettings) -> None:
+    with JetStreamLog(stream, max_bytes=MiB) as log:
+        log.append([env(0, 10)])
+        outcomes = log.submit_many([
+            [env(1, 10, seq=1, device="d"), env(0, 10)],
+            [env(1, 10, seq=1, device="d")],
+            [env(2, 10, seq=2, device="d")],
+        ]).result(timeout=30)
+        assert [(o.accepted, o.duplicates) for o in outcomes] == [(1, 1), (0, 1), (1, 0)]
+        assert outcomes[2].watermarks == {("t1", "d"): 2}
+        big = [env(i, 100_000) for i in range(1000, 1011)]  # more than 1 MiB in total
+        outcomes = log.submit_many([[env(3, 10)], big]).result(timeout=60)
+        assert outcomes[0].accepted == 1 and isinstance(outcomes[1], Backpressure)

@@ -149,51 +149,99 @@ class JetStreamLog:
     def append(self, envelopes: Sequence[Envelope]) -> AppendResult:
         return self.submit(envelopes).result()
 
-    async def _append(self, envelopes: list[Envelope]) -> AppendResult:
-        unique = list({e.msg_id: e for e in reversed(envelopes)}.values())[::-1]
-        acks = await self._publish_all(unique)
-        duplicates = len(envelopes) - len(unique) + sum(1 for a in acks if a.duplicate)
-        marks = await self._advance_marks(envelopes)
-        self.commits += 1
-        return AppendResult(len(envelopes) - duplicates, duplicates, marks)
+    def submit_many(self, groups: Sequence[Sequence[Envelope]],
+                    ) -> Future[list[AppendResult | BaseException]]:
+        """Several independent appends published together; one outcome per group."""
+        if self._closed:
+            raise LogClosed(f"JetStream log {self.settings.stream} is closed")
+        future = self._runner.submit(self._append_groups([list(g) for g in groups]))
+        with self._submitted_lock:
+            self._submitted.add(future)  # type: ignore[arg-type]
+        future.add_done_callback(self._forget)  # type: ignore[arg-type]
+        return future
 
-    async def _publish_all(self, envelopes: list[Envelope]) -> list[api.PubAck]:
+    async def _append(self, envelopes: list[Envelope]) -> AppendResult:
+        [outcome] = await self._append_groups([envelopes])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _append_groups(self, groups: list[list[Envelope]],
+                             ) -> list[AppendResult | BaseException]:
+        """Publish the first occurrence of every msg_id (in group order) concurrently; a
+        later occurrence is a duplicate. A group fails alone if one of its own publishes
+        failed (Backpressure when the stream is full)."""
+        first: dict[str, Envelope] = {}
+        for group in groups:
+            for e in group:
+                first.setdefault(e.msg_id, e)
+        unique = list(first.values())
+        outcomes = dict(zip((e.msg_id for e in unique), await self._publish_all(unique),
+                            strict=True))
+        owner: dict[str, int] = {}
+        results: list[AppendResult | BaseException] = []
+        for index, group in enumerate(groups):
+            failure = next((o for e in group if isinstance(o := outcomes[e.msg_id],
+                                                           BaseException)), None)
+            if failure is not None:
+                results.append(failure)
+                continue
+            fresh = 0
+            for e in group:
+                ack = outcomes[e.msg_id]
+                if owner.setdefault(e.msg_id, index) == index and not ack.duplicate \
+                        and first[e.msg_id] is e:  # type: ignore[union-attr]
+                    fresh += 1
+            try:
+                marks = await self._advance_marks(group)
+            except Exception as exc:
+                results.append(exc)
+                continue
+            results.append(AppendResult(fresh, len(group) - fresh, marks))
+        self.commits += 1
+        return results
+
+    async def _publish_all(self, envelopes: list[Envelope]) -> list[api.PubAck | BaseException]:
         """Publish concurrently; retry what failed transiently (same msg id) until the
-        deadline; make room once if the stream is full."""
+        deadline; when the stream is full, make room once, then report Backpressure."""
         cfg = self.settings
         deadline = time.monotonic() + cfg.publish_retry_seconds
-        acks: list[api.PubAck | None] = [None] * len(envelopes)
+        acks: list[api.PubAck | BaseException | None] = [None] * len(envelopes)
         todo = list(range(len(envelopes)))
         purged, delay = False, 0.1
         while todo:
             results = await asyncio.gather(*(self._publish(envelopes[i]) for i in todo),
                                            return_exceptions=True)
-            failed: list[int] = []
-            full = None
+            retry: list[int] = []
+            full: list[int] = []
             for i, result in zip(todo, results, strict=True):
                 if isinstance(result, api.PubAck):
                     acks[i] = result
                 elif is_full(result):
-                    full, _ = result, failed.append(i)
+                    full.append(i)
                 elif is_transient(result):
-                    failed.append(i)
+                    retry.append(i)
                 else:
-                    raise result
-            todo = failed
+                    acks[i] = result
+            if full:
+                if not purged and await self._make_room():
+                    retry += full
+                else:
+                    for i in full:
+                        acks[i] = Backpressure(
+                            f"the JetStream stream {cfg.stream} is full ({self.max_bytes} "
+                            "bytes, discard: new); workers are behind - wait, or raise "
+                            "log.max_bytes", retry_after=1.0)
+                purged = True
+            todo = sorted(retry)
             if not todo:
                 break
-            if full is not None:
-                if purged or not await self._make_room():
-                    raise Backpressure(
-                        f"the JetStream stream {cfg.stream} is full ({self.max_bytes} bytes, "
-                        "discard: new); workers are behind - wait, or raise log.max_bytes",
-                        retry_after=1.0)
-                purged = True
-                continue
             if time.monotonic() > deadline:
-                raise NatsUnavailable(
-                    f"NATS did not confirm {len(todo)} of {len(envelopes)} messages within "
-                    f"{cfg.publish_retry_seconds:g} s; retry the request")
+                for i in todo:
+                    acks[i] = NatsUnavailable(
+                        f"NATS did not confirm {len(todo)} of {len(envelopes)} messages "
+                        f"within {cfg.publish_retry_seconds:g} s; retry the request")
+                break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         return [a for a in acks if a is not None]

@@ -22,6 +22,7 @@ from typing import Any
 
 from sensorlake.auth.tokens import TokenStore
 from sensorlake.config import Settings
+from sensorlake.ingest.appender import LogAppender
 from sensorlake.log.jetstream import JetStreamLog
 from sensorlake.log.jetstream_consumer import WorkQueue
 from sensorlake.registry import DeviceRegistry
@@ -87,6 +88,7 @@ class ServerRuntime(Runtime):
         if roles & {"ingest", "worker"}:
             self.log = JetStreamLog(s.jetstream, s.log.max_bytes, s.log.keep_acked_seconds,
                                     name=f"sensorlake-{'-'.join(sorted(roles))}")
+            self.appender = LogAppender(self.log)
         if roles & {"worker", "api"}:
             self.hot = PostgresStore(s.postgres, self.lake, s.hot.retention_days)
             self.quarantine = PostgresQuarantine(s.postgres)
