@@ -238,6 +238,7 @@ def test_paused_worker_redelivery_is_not_a_duplicate(tmp_path: Path) -> None:
         t.join()
         s.assert_exact(expected)
         assert other.alive and paused.alive
+        assert _redelivered([NATS_URL], s.stream) > 0  # the pause did cause redeliveries
 
 
 def test_three_node_cluster_survives_a_node(tmp_path: Path) -> None:
@@ -279,6 +280,23 @@ def test_three_node_cluster_survives_a_node(tmp_path: Path) -> None:
     finally:
         for node in nodes:
             node.kill()
+
+
+def _redelivered(urls: list[str], stream: str) -> int:
+    import asyncio
+
+    import nats
+
+    async def probe() -> int:
+        nc = await nats.connect(urls, connect_timeout=2)
+        try:
+            info = await nc.jetstream().consumer_info(stream, "workers")
+            # every delivery takes a consumer sequence: more of them than stream messages
+            # delivered means some were delivered again
+            return int(info.delivered.consumer_seq) - int(info.delivered.stream_seq)
+        finally:
+            await nc.close()
+    return asyncio.run(probe())
 
 
 def _stream_leader(urls: list[str], stream: str) -> str | None:
