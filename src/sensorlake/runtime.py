@@ -25,6 +25,7 @@ from sensorlake.auth.tokens import TokenStore
 from sensorlake.catalog import Catalog
 from sensorlake.config import Settings
 from sensorlake.log import open_log
+from sensorlake.ops.embedded import Ops
 from sensorlake.pipeline import Worker
 from sensorlake.process.base import Context
 from sensorlake.registry import DeviceRegistry
@@ -70,6 +71,7 @@ class Runtime:
         self._context_checked = 0.0
         self.worker = Worker(settings, self.log, self.hot, self.lake, self.quarantine,
                              self.context, on_unknown_devices=self._auto_register)
+        self.ops = Ops(self)
         self._stop = threading.Event()
         self._worker_thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -101,6 +103,7 @@ class Runtime:
         self._worker_thread = threading.Thread(target=self._run_worker, name="worker",
                                                daemon=True)
         self._worker_thread.start()
+        self.ops.start()
 
     def _run_worker(self) -> None:
         last_retention = 0.0
@@ -109,6 +112,8 @@ class Runtime:
         def maintain() -> None:
             nonlocal last_retention
             while not self._stop.wait(5):
+                if self.settings.jobs.enabled:
+                    continue  # the scheduler's `retention` job does it
                 if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:
                     last_retention = time.monotonic()
                     try:
@@ -176,6 +181,7 @@ class Runtime:
     def close(self) -> None:
         """Finish the current batch, write the pending lake span, ack, close files."""
         self._stop.set()
+        self.ops.close()
         if self._worker_thread is not None:
             self._worker_thread.join(timeout=120)
         self._remove_run_file()

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import devices, query, run, tokens
+from sensorlake.cli import cost, devices, query, run, tokens
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -33,6 +33,7 @@ app.add_typer(query.quarantine_app, name="quarantine")
 app.command("query")(query.query)
 app.command("up")(run.up)
 app.command("demo")(run.demo)
+app.command("cost")(cost.cost)
 
 
 def _version(value: bool) -> None:
