@@ -28,8 +28,10 @@ EXTENSIONS: list[str] = []
 
 def retention(ctx: JobContext) -> dict[str, Any]:
     """Delete hot-store readings older than hot.retention_days that are already in the lake."""
+    from sensorlake.ops.replay import HOT_REWRITE_LOCK
     rt = ctx.runtime
-    deleted = rt.hot.apply_retention(done_offset=rt.log.position(rt.worker.consumer))
+    with HOT_REWRITE_LOCK:
+        deleted = rt.hot.apply_retention(done_offset=rt.log.position(rt.worker.consumer))
     ctx.progress(done=1, total=1, rows_done=deleted)
     return {"deleted": deleted}
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -143,8 +142,8 @@ def execute(job: Job, ctx: JobContext) -> dict[str, Any]:
         log.exception("job %s crashed", job.name)
         ctx.db.progress(ctx.run_id, **ctx._state)
         ctx.db.finish_run(ctx.run_id, "failed", error=(
-            f"unexpected {type(exc).__name__}: {exc} (a bug: please report it with this "
-            f"trace) {traceback.format_exc(limit=3)}"))
+            f"unexpected {type(exc).__name__}: {exc} (a bug: please report it with the "
+            "trace from the log of the process that ran it)"))
     else:
         ctx.db.progress(ctx.run_id, **ctx._state)
         ctx.db.finish_run(ctx.run_id, "succeeded", result=result)

@@ -20,6 +20,10 @@ KINDS: list[tuple[str, str, str]] = [
      "check the sensor and its units (pressure in hPa, not Pa); change the range under "
      "[metrics] if the values are real"),
     ("is in the future", "timestamps in the future", "set the device clocks (NTP)"),
+    ("is not a time", "times that cannot be read (imports)",
+     "give the mapping file a ts_format (e.g. \"%d/%m/%Y %H:%M\") or fix the column"),
+    ("every row needs a device id", "rows without a device id (imports)",
+     "fill the device column, or use device_value in the mapping file"),
     ("timestamp", "timestamps that are too old or unreadable",
      "set the device clocks; readings before validation.earliest are refused"),
     ("invalid JSON", "messages that are not valid JSON",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sensorlake.ops.jobs import load_jobs
@@ -67,8 +68,9 @@ def build_status(runtime: Any, tenant: str, now: datetime | None = None) -> dict
     out["stages"] = _stages(runtime, counters, rates, covered)
     _eta(out, runtime, rates, covered, problems)
     out["sinks"] = {
-        "hot": {"last_commit": out["worker"]["last_hot_commit"]},
-        "lake": {"last_commit": out["worker"]["last_lake_commit"],
+        "hot": {"last_commit": out["worker"]["last_hot_commit"]
+                or _mtime(runtime.settings.path("hot", "readings.duckdb"))},
+        "lake": {"last_commit": out["worker"]["last_lake_commit"] or _lake_written(runtime),
                  "acked_offset": out["log"]["acked_offset"]},
         "quarantine": {"rows": out["quarantine"]["count"]},
     }
@@ -81,6 +83,23 @@ def build_status(runtime: Any, tenant: str, now: datetime | None = None) -> dict
     out["problems"] = problems
     out["healthy"] = not problems
     return out
+
+
+def _mtime(path: Any) -> str | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+    except OSError:
+        return None
+
+
+def _lake_written(runtime: Any) -> str | None:
+    """When the newest raw/ partition last got a file (after a restart, before a flush)."""
+    newest = None
+    for _, folder, live in runtime.lake.partition_files("raw"):
+        newest = (folder, live)
+    if not newest or not newest[1]:
+        return None
+    return max((_mtime(Path(f.path)) or "" for f in newest[1]), default=None) or None
 
 
 def _stages(runtime: Any, counters: dict[str, float], rates: dict[str, float],

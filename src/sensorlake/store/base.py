@@ -129,11 +129,12 @@ class HotStore(Protocol):
         ...
 
     def replace_span(self, first: int, last: int, readings: pa.Table,
-                     device_ids: tuple[str, ...] | None = None) -> int:
+                     device_ids: tuple[str, ...] | None = None,
+                     tenant: str | None = None) -> int:
         """Replay: in one transaction, delete the rows first stored by log offsets
-        first..last (of `device_ids`, or all), then insert `readings` (HOT_SCHEMA, their
-        log_offset inside the span) whose key is absent; `latest` is recomputed for the keys
-        touched. Returns rows inserted."""
+        first..last (of `tenant` and `device_ids`, or all), then insert `readings`
+        (HOT_SCHEMA, log_offset inside the span) whose key is absent; `latest` follows.
+        Returns rows inserted."""
         ...
 
     def apply_retention(self, now: datetime | None = None,

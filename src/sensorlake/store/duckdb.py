@@ -169,13 +169,17 @@ class DuckDBStore:
         return table.cast(READING_SCHEMA)
 
     def replace_span(self, first: int, last: int, readings: pa.Table,
-                     device_ids: tuple[str, ...] | None = None) -> int:
+                     device_ids: tuple[str, ...] | None = None,
+                     tenant: str | None = None) -> int:
         """Replay: swap the rows first stored by offsets first..last for `readings`, in one
         transaction (see HotStore.replace_span)."""
         batch = dedupe_first(conform(readings))
         devices = "" if device_ids is None else \
             f" AND device_id IN ({', '.join('?' for _ in device_ids)})"
-        params: list[object] = [first, last, *(device_ids or ())]
+        if tenant is not None:
+            devices += " AND tenant = ?"
+        params: list[object] = [first, last, *(device_ids or ()),
+                                *(() if tenant is None else (tenant,))]
         key = "r.tenant = x.tenant AND r.device_id = x.device_id AND r.metric = x.metric"
         with self._write_lock:
             cur = self._writer

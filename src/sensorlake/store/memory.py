@@ -148,13 +148,16 @@ class MemoryStore:
         return out.select(WINDOW_SCHEMA.names).to_arrow().cast(WINDOW_SCHEMA)
 
     def replace_span(self, first: int, last: int, readings: pa.Table,
-                     device_ids: tuple[str, ...] | None = None) -> int:
+                     device_ids: tuple[str, ...] | None = None,
+                     tenant: str | None = None) -> int:
         batch = pl.from_arrow(dedupe_first(conform(readings)))
         assert isinstance(batch, pl.DataFrame)
         key = list(READING_KEY)
         gone = pl.col("log_offset").is_between(first, last)
         if device_ids is not None:
             gone &= pl.col("device_id").is_in(list(device_ids))
+        if tenant is not None:
+            gone &= pl.col("tenant") == tenant
         with self._lock:
             kept = self._rows.filter(~gone.fill_null(False))
             fresh = batch.join(kept.select(key), on=key, how="anti", maintain_order="left")
