@@ -56,8 +56,9 @@ def evaluate(rule: AlertRule, settings: Settings, hot: Any, now: datetime,
     out: list[Condition] = []
     if rule.kind in ("threshold", "rate_of_change"):
         window = parse_duration(rule.window)
-        stats = hot.window_stats(tenant, now - window, now + timedelta(microseconds=1),
-                                 (rule.metric,), devices)
+        tick = timedelta(microseconds=1)  # the window is (now - window, now]
+        stats = hot.window_stats(tenant, now - window + tick, now + tick, (rule.metric,),
+                                 devices)
         for row in stats.to_pylist():
             out.append(_window_condition(rule, tenant, row, window))
     elif rule.kind == "no_data":

@@ -51,6 +51,9 @@ UNITS: dict[str, tuple[float, float]] = {
     "mV": (0.001, 0.0), "mA": (0.001, 0.0), "percent_fraction": (100.0, 0.0),
 }
 MAX_ERRORS = 200
+ISO_NAIVE = [f"%Y-%m-%d{sep}{t}" for sep in ("T", " ") for t in ("%H:%M:%S%.f", "%H:%M")] \
+    + ["%Y-%m-%d"]
+ISO_AWARE = [f"%Y-%m-%d{sep}{t}%#z" for sep in ("T", " ") for t in ("%H:%M:%S%.f", "%H:%M")]
 
 
 class MetricColumn(BaseModel):
@@ -151,26 +154,26 @@ def _cell(value: Any) -> str | None:
 def parse_times(col: pl.Expr, fmt: str | None, zone: str) -> pl.Expr:
     """UTC timestamps from text: epoch ms, ISO 8601 with or without an offset, or `fmt`."""
     text = col.str.strip_chars()
-    if fmt:
-        naive = text.str.to_datetime(fmt, strict=False)
-        aware = text.str.to_datetime(fmt, strict=False, time_zone="UTC") if "%z" in fmt \
-            else None
-    else:
-        naive = text.str.to_datetime(strict=False)
-        aware = text.str.to_datetime(strict=False, time_zone="UTC")
+    naive = pl.coalesce([text.str.to_datetime(f, strict=False) for f in ISO_NAIVE])
+    aware = pl.coalesce([text.str.to_datetime(f, strict=False, time_zone="UTC")
+                         for f in ISO_AWARE])
+    if fmt:  # the client's format first; ISO 8601 too (Excel date cells arrive as ISO)
+        naive = pl.coalesce(text.str.to_datetime(fmt, strict=False), naive)
+        if "%z" in fmt:
+            aware = pl.coalesce(text.str.to_datetime(fmt, strict=False, time_zone="UTC"),
+                                aware)
     local = naive.dt.replace_time_zone(zone, non_existent="null", ambiguous="earliest") \
         .dt.convert_time_zone("UTC")
     epoch = pl.from_epoch(text.str.to_integer(strict=False), time_unit="ms") \
         .dt.replace_time_zone("UTC")
     has_offset = text.str.contains(r"(Z|[+-]\d\d:?\d\d)$")
     parsed = pl.when(text.str.contains(r"^\d{11,14}$")).then(epoch)
-    if aware is not None:
-        parsed = parsed.when(has_offset).then(aware)
+    parsed = parsed.when(has_offset).then(aware)
     return parsed.otherwise(local).dt.cast_time_unit("us")
 
 
-def map_rows(frame: pl.DataFrame, mapping: Mapping, name: str,
-             zone_check: bool = True) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+def map_rows(frame: pl.DataFrame, mapping: Mapping,
+             name: str) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """(readings: _line, device_id, ts, metric, value; bad cells and rows with reasons)."""
     columns = mapping.columns()
     wanted = [c for c in (mapping.device, mapping.ts, *columns) if c]
@@ -197,7 +200,8 @@ def map_rows(frame: pl.DataFrame, mapping: Mapping, name: str,
     bad += [_bad(r["_line"], r["device_id"], mapping.ts, r["_ts_text"],
                  f"{name} line {r['_line']}: column '{mapping.ts}' value '{r['_ts_text']}' "
                  f"is not a time in {hint}" + (" (or it does not exist in "
-                                                f"{mapping.timezone})" if zone_check else ""))
+                                                f"{mapping.timezone})"
+                                                if mapping.timezone != "UTC" else ""))
             for r in no_ts.iter_rows(named=True)]
     base = base.filter(pl.col("ts").is_not_null())
     long = base.unpivot(index=["_line", "device_id", "ts"],
