@@ -205,8 +205,6 @@ class AlertsSettings(Section):
     mqtt_port: int = Field(1883, ge=1, le=65535, description="Its port.")
     mqtt_topic_prefix: str = Field("sensorlake/alerts", description="Notifications go to "
                                    "<prefix>/<tenant>/<rule>.")
-    repeat_minutes: float = Field(0, ge=0, description="Notify again while an alert keeps "
-                                  "firing, every this many minutes (0 = only once).")
 
 
 class EtlSettings(Section):
