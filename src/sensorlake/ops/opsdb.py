@@ -176,6 +176,16 @@ class OpsDB:
                             "run`")
         return len(orphans)
 
+    def prune(self, keep_days: float = 14) -> int:
+        """Forget finished runs and alert events older than `keep_days`; rows deleted."""
+        cutoff = time.time() - keep_days * 86400
+        with self._lock:
+            runs = self._db.execute("DELETE FROM runs WHERE status IN ('succeeded', 'failed', "
+                                    "'cancelled') AND finished_at < ?", (cutoff,)).rowcount
+            events = self._db.execute("DELETE FROM alert_events WHERE at < ? AND attempts "
+                                      ">= 5", (cutoff,)).rowcount
+        return runs + events
+
     # -- heartbeats --------------------------------------------------------------------------
 
     def beat(self, name: str) -> None:

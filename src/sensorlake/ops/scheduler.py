@@ -32,6 +32,9 @@ from sensorlake.ops.opsdb import OpsDB
 log = logging.getLogger(__name__)
 
 HEARTBEAT = "scheduler"
+PRUNE_EVERY_SECONDS = 3600.0
+KEEP_HISTORY_DAYS = 14.0
+"""Finished runs and delivered alert events older than this are forgotten."""
 
 
 class Scheduler:
@@ -49,6 +52,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._broken: set[str] = set()
+        self._last_prune = 0.0
         self.on_tick: list[Callable[[], None]] = []
         """Called every tick before jobs (rate and disk sampling); must be quick."""
 
@@ -79,6 +83,9 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler tick hook failed")
         self._reap()
+        if now - self._last_prune > PRUNE_EVERY_SECONDS:
+            self._last_prune = now
+            self.db.prune(KEEP_HISTORY_DAYS)
         started: list[int] = []
         while (queued := self._claim_queued()) is not None:
             started.append(queued)

@@ -20,7 +20,21 @@ from sensorlake.ops.opsdb import OpsDB
 from sensorlake.ops.reasons import plain_reasons
 
 STAGE_ORDER = ("decode", "validate", "dedup", "enrich", "aqi", "hot", "quarantine", "lake")
-SILENT_LOOKBACK = timedelta(hours=24)
+SILENT_LOOKBACK = timedelta(hours=1)
+"""Window for a device's usual interval (one aggregate over the last hour of the hot store)."""
+CACHE_SECONDS = 15.0
+"""The costlier parts (quarantine reasons, silent devices) are recomputed at most this often."""
+
+
+def cached(kind: str, tenant: str, runtime: Any, compute: Any) -> Any:
+    """`compute()`, remembered on the runtime for CACHE_SECONDS per (kind, tenant)."""
+    cache = runtime.ops.__dict__.setdefault("status_cache", {})
+    hit = cache.get((kind, tenant))
+    now = time.monotonic()
+    if hit is None or now - hit[0] > CACHE_SECONDS:
+        hit = (now, compute())
+        cache[(kind, tenant)] = hit
+    return hit[1]
 GROWTH_WINDOW = 3600.0
 MIN_GROWTH_SPAN = 300.0
 
@@ -74,9 +88,11 @@ def build_status(runtime: Any, tenant: str, now: datetime | None = None) -> dict
                  "acked_offset": out["log"]["acked_offset"]},
         "quarantine": {"rows": out["quarantine"]["count"]},
     }
-    out["quarantine"]["top_reasons"] = plain_reasons(runtime.quarantine, tenant)
+    out["quarantine"]["top_reasons"] = cached(
+        "reasons", tenant, runtime, lambda: plain_reasons(runtime.quarantine, tenant))
     out["disk"] = disk_status(runtime.settings, ops.db)
-    out["devices"] = {"silent": silent_devices(runtime, tenant, now)}
+    out["devices"] = {"silent": cached("silent", tenant, runtime,
+                                       lambda: silent_devices(runtime, tenant, now))}
     out["alerts"] = {"firing": firing_alerts(ops.db, tenant)}
     out["jobs"] = job_summary(ops.db, runtime)
     _problems(out, runtime, rates, covered, problems)

@@ -69,7 +69,8 @@ def job_runs(runtime: RuntimeDep, principal: PrincipalDep,
              job: Annotated[str | None, Query(description="Only this job")] = None,
              limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:
     _allow(principal, principal.tenant)
-    runs = [_visible(r) for r in runtime.ops.db.runs(job, limit)]
+    runs = [_visible(r) for r in runtime.ops.db.runs(job, limit)
+            if r["params"].get("tenant") in (None, principal.tenant)]
     return {"meta": {"count": len(runs)}, "results": runs}
 
 
@@ -77,7 +78,7 @@ def job_runs(runtime: RuntimeDep, principal: PrincipalDep,
 def job_run(run_id: int, runtime: RuntimeDep, principal: PrincipalDep) -> dict:
     _allow(principal, principal.tenant)
     run = runtime.ops.db.run(run_id)
-    if run is None:
+    if run is None or run["params"].get("tenant") not in (None, principal.tenant):
         raise HTTPException(404, f"no job run {run_id}")
     return _visible(run)
 
@@ -91,9 +92,24 @@ def run_job(name: str, runtime: RuntimeDep, principal: PrincipalDep,
         get_job(name)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
+    if name == "import":
+        _check_import_paths(runtime, params or {})
     run_id = runtime.ops.db.create_run(name, {**(params or {}), "tenant": principal.tenant},
                                        "manual")
     return {"id": run_id, "job": name, "status": "queued"}
+
+
+def _check_import_paths(runtime: Any, params: dict[str, Any]) -> None:
+    """Over HTTP, an import reads only files under <data_dir>/imports/ (never any path)."""
+    root = runtime.settings.path("imports").resolve()
+    for key in ("path", "mapping"):
+        value = params.get(key)
+        target = (root / str(value)).resolve() if value else None
+        if target is None or not target.is_relative_to(root):
+            raise HTTPException(403, f"over the API, '{key}' must name a file under {root} "
+                                "(relative to it); copy the client's files there, or use "
+                                "`sensorlake jobs import` on the machine")
+        params[key] = str(target)
 
 
 def _visible(run: dict[str, Any]) -> dict[str, Any]:
