@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import append_results
-
 from sensorlake.config import load_settings
 from sensorlake.ops.alerts import evaluate_all
 from sensorlake.ops.compact import compact

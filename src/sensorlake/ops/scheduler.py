@@ -28,6 +28,7 @@ from sensorlake.ops.jobs import (
     next_due,
 )
 from sensorlake.ops.opsdb import OpsDB
+from sensorlake.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,7 @@ class Scheduler:
     def start(self) -> None:
         load_jobs()
         self.db.fail_orphans()
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._loop, "scheduler")
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
