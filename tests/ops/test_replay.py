@@ -3,16 +3,22 @@ corrected values replace the old ones in the hot store, `latest` and the lake.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pytest
 
 from conftest import drain, envelope
 from sensorlake.ops.scheduler import run_now
 from sensorlake.registry import Calibration, Device
 from sensorlake.runtime import Runtime
+from sensorlake.store.base import HOT_SCHEMA
+from sensorlake.store.duckdb import DuckDBStore
+from sensorlake.store.memory import MemoryStore
 
 
 def load(rt: Runtime, count: int = 30) -> None:
@@ -85,6 +91,7 @@ def test_a_calibration_fix_replaces_old_values_everywhere(
     again = tables(rt)
     replay(rt)
     assert tables(rt) == again  # idempotent after a fix too
+    assert rt.hot.write(rt.hot.span_readings(1, 10**12)) == 0  # redelivery stores nothing
 
 
 def test_replay_of_one_device_leaves_the_others_alone(
@@ -103,3 +110,42 @@ def test_replay_of_one_device_leaves_the_others_alone(
     assert changed == {"aq-2"}
     lake_changed = {b[1] for b, a in zip(before["lake"], after["lake"], strict=True) if b != a}
     assert lake_changed == {"aq-2"}
+
+
+def hot_rows(items: list[tuple[str, int, float, int]]) -> pa.Table:
+    """HOT_SCHEMA rows from (device, minute, value, log_offset)."""
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    ts = [t0 + timedelta(minutes=m) for _, m, _, _ in items]
+    n = len(items)
+    return pa.Table.from_pydict({
+        "tenant": ["t"] * n, "device_id": [d for d, _, _, _ in items],
+        "metric": ["pm2_5"] * n, "ts": ts, "value": [v for _, _, v, _ in items],
+        "quality": [0] * n, "received_at": ts, "lat": [None] * n, "lon": [None] * n,
+        "log_offset": [o for _, _, _, o in items]}, schema=HOT_SCHEMA)
+
+
+@pytest.fixture(params=["memory", "duckdb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    s = MemoryStore() if request.param == "memory" else DuckDBStore(tmp_path / "hot.duckdb")
+    yield s
+    s.close()
+
+
+def test_replace_span_contract(store: Any) -> None:
+    store.write(hot_rows([("a", 0, 1.0, 1), ("a", 1, 2.0, 2), ("b", 0, 5.0, 2),
+                          ("a", 2, 3.0, 3)]))
+    inserted = store.replace_span(1, 2, hot_rows([("a", 0, 10.0, 1), ("a", 1, 20.0, 2),
+                                                  ("a", 2, 99.0, 2)]), ("a",))
+    assert inserted == 2  # minute 2 is held by offset 3, outside the span: kept
+    rows = {(r["device_id"], r["value"]) for r in store.span_readings(1, 9).to_pylist()}
+    assert rows == {("a", 10.0), ("a", 20.0), ("a", 3.0), ("b", 5.0)}
+    latest = {r["device_id"]: r["value"] for r in store.latest("t").to_pylist()}
+    assert latest == {"a": 3.0, "b": 5.0}
+    store.replace_span(3, 3, hot_rows([("a", 2, 30.0, 3)]), ("a",))
+    assert {r["device_id"]: r["value"] for r in store.latest("t").to_pylist()}["a"] == 30.0
+    store.replace_span(3, 3, hot_rows([]), ("a",))  # offset 3 now produces nothing
+    assert {r["device_id"]: r["value"] for r in store.latest("t").to_pylist()}["a"] == 20.0
+    # the insert path still sees every stored key: rewriting them stores nothing
+    assert store.write(hot_rows([("a", 0, 7.0, 8), ("a", 1, 7.0, 8), ("b", 0, 7.0, 8)])) == 0
+    assert store.write(hot_rows([("a", 2, 7.0, 9)])) == 1
+    assert store.count() == 4
