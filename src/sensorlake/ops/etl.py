@@ -267,23 +267,30 @@ def check_with_stages(readings: pl.DataFrame, ctx_: Any, tenant: str,
 
 def envelopes_for(readings: pl.DataFrame, tenant: str, file_hash: str, source: str,
                   rows_per_envelope: int) -> list[Envelope]:
-    """JSON batch envelopes, per device in line order; ids from file hash and line range."""
-    out: list[Envelope] = []
+    """JSON batch envelopes, per device in line order; ids from file hash and line range.
+    The JSON text is built on whole columns (polars); Python only wraps each envelope."""
+    if readings.height == 0:
+        return []
+    pair = pl.concat_str(pl.lit('"'), pl.col("metric"), pl.lit('":'),
+                         pl.col("value").cast(pl.String))
+    entries = (readings.sort("_line", "metric")
+               .group_by("_line", "device_id", "ts", maintain_order=True)
+               .agg(pair.str.join(",").alias("pairs"))
+               .with_columns(pl.concat_str(
+                   pl.lit('{"ts":"'), pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ"),
+                   pl.lit('","readings":{'), pl.col("pairs"), pl.lit("}}")).alias("entry"))
+               .with_columns((pl.int_range(pl.len()).over("device_id") // rows_per_envelope)
+                             .alias("chunk")))
+    chunks = (entries.group_by("device_id", "chunk", maintain_order=True)
+              .agg(pl.col("_line").first().alias("first"), pl.col("_line").last().alias("last"),
+                   pl.col("entry").str.join(",").alias("entries")))
     received = time.time_ns() // 1000
-    for (device,), part in readings.sort("_line").group_by(["device_id"], maintain_order=True):
-        entries: dict[int, dict[str, Any]] = {}
-        for line, ts, metric, value in part.select("_line", "ts", "metric", "value").iter_rows():
-            entry = entries.setdefault(line, {"ts": ts.isoformat(), "readings": {}})
-            entry["readings"][metric] = value
-        lines = list(entries)
-        for start in range(0, len(lines), rows_per_envelope):
-            chunk = lines[start:start + rows_per_envelope]
-            payload = orjson.dumps({"device": device, "batch": [entries[n] for n in chunk]})
-            out.append(Envelope(
-                msg_id=f"{tenant}/{device}/etl/{file_hash}/{chunk[0]}-{chunk[-1]}",
-                tenant=tenant, device_id=str(device), source=source, codec="envelope",
-                payload=payload, received_at_us=received))
-    return out
+    return [Envelope(msg_id=f"{tenant}/{device}/etl/{file_hash}/{first}-{last}", tenant=tenant,
+                     device_id=device, source=source, codec="envelope",
+                     payload=(f'{{"device":{orjson.dumps(device).decode()},"batch":['
+                              f"{body}]}}").encode(), received_at_us=received)
+            for device, first, last, body in chunks.select(
+                "device_id", "first", "last", "entries").iter_rows()]
 
 
 def quarantine_rows(bad: list[dict[str, Any]], tenant: str, file_hash: str, source: str,
