@@ -34,6 +34,7 @@ from sensorlake.store.lake import (
     LakeFile,
     ParquetLake,
     file_name,
+    live_files,
 )
 
 DATASETS: tuple[Dataset, ...] = ("raw", "readings")
@@ -81,7 +82,7 @@ def compact(lake: ParquetLake, acked: int, target_bytes: int = 128 << 20,
             for hour, folder, _ in lake.partition_files(dataset, None, newest_hour)]
     for index, (dataset, hour, folder) in enumerate(todo):
         every = lake.folder_files(folder)
-        live = {f.path for f in _live(every)}
+        live = {f.path for f in live_files(every)}
         stale = [f.path for f in every if f.path not in live and f.last <= acked]
         if stale:  # covered by a merged file that a crash left them beside
             lake.remove(stale)
@@ -101,11 +102,6 @@ def compact(lake: ParquetLake, acked: int, target_bytes: int = 128 << 20,
         if callable(progress):
             progress(index + 1, len(todo), result)
     return result
-
-
-def _live(files: list[LakeFile]) -> list[LakeFile]:
-    from sensorlake.store.lake import live_files
-    return live_files(files)
 
 
 def _merge(dataset: Dataset, group: list[LakeFile]) -> pa.Table:
