@@ -7,7 +7,7 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import devices, query, roles, run, tokens
+from sensorlake.cli import cost, devices, jobs, query, roles, run, status, tokens
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -33,7 +33,13 @@ app.add_typer(query.quarantine_app, name="quarantine")
 app.command("query")(query.query)
 app.command("up")(run.up)
 app.command("demo")(run.demo)
-app.add_typer(roles.run_app, name="run")
+app.command("cost")(cost.cost)
+app.command("status")(status.status)
+app.command("replay")(jobs.replay)
+app.add_typer(jobs.app, name="jobs")
+run_app = roles.run_app  # ingest, worker, api (cli/roles.py) and the scheduler
+app.add_typer(run_app, name="run")
+run_app.command("scheduler")(jobs.run_scheduler)
 
 
 def _version(value: bool) -> None:

@@ -29,8 +29,9 @@ from sensorlake.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
 
-run_app = typer.Typer(help="Run one role of the server profile (NATS JetStream, PostgreSQL, "
-                      "S3) in this process; see docs/server.md.", no_args_is_help=True)
+run_app = typer.Typer(help="Run one role of sensorlake on its own: ingest, worker and api of "
+                      "the server profile (NATS JetStream, PostgreSQL, S3; docs/server.md), "
+                      "or the scheduler.", no_args_is_help=True)
 
 
 def _server_settings(data_dir: object, config: object) -> Settings:
