@@ -140,3 +140,16 @@ def test_old_ranges_come_from_the_lake(pg: PostgresSettings, tmp_path: Path) -> 
     assert sum(daily.column("count").to_pylist()) == 5
     assert sum(daily.column("value").to_pylist()) == 24.0
     store.close()
+
+
+def test_replace_span_and_window_stats(store: PostgresStore) -> None:
+    store.write(readings([1, 2, 3]))
+    replayed = readings([2, 3], start=1).set_column(
+        4, "value", pa.array([10.0, 20.0]))  # offsets 2..3 now decode to other values
+    assert store.replace_span(2, 3, replayed) == 2
+    assert store.span_readings(1, 3).column("value").to_pylist() == [0.0, 10.0, 20.0]
+    assert store.latest("A").column("value").to_pylist() == [20.0]
+    assert store.replace_span(3, 3, readings([3], start=1).slice(0, 0)) == 0
+    assert store.latest("A").column("value").to_pylist() == [10.0]  # the newest left
+    stats = store.window_stats("A", T0, T0 + timedelta(minutes=1)).to_pylist()
+    assert [(r["count"], r["first"], r["last"]) for r in stats] == [(2, 0.0, 10.0)]

@@ -35,7 +35,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sensorlake.config import PostgresSettings
 from sensorlake.model import READING_SCHEMA
-from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, Lake, ReadingQuery
+from sensorlake.store.base import (
+    LATEST_SCHEMA,
+    SERIES_SCHEMA,
+    WINDOW_SCHEMA,
+    Lake,
+    ReadingQuery,
+)
 from sensorlake.store.memory import conform, dedupe_first
 from sensorlake.store.pg_copy import copy_in, copy_out, us_expr
 from sensorlake.store.pg_quarantine import insert_rejects
@@ -57,6 +63,7 @@ from sensorlake.store.query import (
     series_sql,
     source_sql,
     utc,
+    window_sql,
 )
 
 STAGING = """
@@ -226,6 +233,57 @@ class PostgresStore:
                 cur.execute(UPSERT_LATEST, [newest.column(c).filter(first).to_pylist() for c in
                             ("tenant", "device_id", "metric", "ts", "value", "lat", "lon")])
         return stored
+
+    def replace_span(self, first: int, last: int, readings: pa.Table,
+                     device_ids: tuple[str, ...] | None = None,
+                     tenant: str | None = None) -> int:
+        """Replay: in one transaction delete the rows first stored by offsets first..last
+        (of `tenant` and `device_ids`, or all), insert `readings` whose key is absent, and
+        recompute `latest` for every (tenant, device, metric) touched. Rows inserted."""
+        batch = self._prepare(readings)
+        if batch.num_rows:
+            self._ensure_partitions(batch)
+        where, params = "log_offset BETWEEN %s AND %s", [first, last]
+        if device_ids is not None:
+            where += " AND device_id = ANY(%s)"
+            params.append(list(device_ids))
+        if tenant is not None:
+            where += " AND tenant = %s"
+            params.append(tenant)
+        with self.writing("replay") as conn:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched (tenant text, device_id "
+                         "text, metric text) ON COMMIT DROP")
+            conn.execute(f"INSERT INTO touched SELECT DISTINCT tenant, device_id, metric "
+                         f"FROM readings WHERE {where}", params)
+            conn.execute(f"DELETE FROM readings WHERE {where}", params)
+            keys = batch.select(["tenant", "device_id", "metric"])
+            if keys.num_rows:
+                conn.execute("INSERT INTO touched SELECT * FROM unnest(%s::text[], %s::text[], "
+                             "%s::text[])", [keys.column(c).to_pylist() for c in keys.column_names])
+            stored = self._move(conn, batch) if batch.num_rows else 0
+            key = ("l.tenant = t.tenant AND l.device_id = t.device_id AND "
+                   "l.metric = t.metric")
+            conn.execute(f"DELETE FROM latest l USING touched t WHERE {key}")
+            conn.execute(
+                "INSERT INTO latest SELECT DISTINCT ON (r.tenant, r.device_id, r.metric) "
+                "r.tenant, r.device_id, r.metric, r.ts, r.value, r.lat, r.lon FROM readings r "
+                "JOIN (SELECT DISTINCT * FROM touched) t ON r.tenant = t.tenant AND "
+                "r.device_id = t.device_id AND r.metric = t.metric "
+                "ORDER BY r.tenant, r.device_id, r.metric, r.ts DESC")
+            return stored
+
+    def window_stats(self, tenant: str, start: datetime, end: datetime,
+                     metrics: tuple[str, ...] | None = None,
+                     device_ids: tuple[str, ...] | None = None) -> pa.Table:
+        """WINDOW_SCHEMA per (device, metric) over start <= ts < end, from `readings`."""
+        if device_ids == ():
+            return WINDOW_SCHEMA.empty_table()
+        text, params = window_sql(tenant, utc(start), utc(end), metrics, device_ids,
+                                  "readings", POSTGRES)
+        with self._read("window") as conn:
+            rows = conn.execute(text, params).fetchall()  # type: ignore[arg-type]
+        return pa.Table.from_pylist([dict(zip(WINDOW_SCHEMA.names, r, strict=True))
+                                     for r in rows], schema=WINDOW_SCHEMA)
 
     def apply_retention(self, now: datetime | None = None,
                         done_offset: int | None = None) -> int:
