@@ -84,16 +84,16 @@ class FaultProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            if self.is_down:
-                self.refused += 1
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
+            with self.lock:  # decided and registered atomically with respect to down()
+                if self.is_down:
+                    self.refused += 1
+                    client.close()
+                    continue
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.target))
+                except OSError:
+                    client.close()
+                    continue
                 self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -110,8 +110,8 @@ class FaultProxy:
 
     def down(self) -> None:
         import socket
-        self.is_down = True
         with self.lock:
+            self.is_down = True
             conns, self.conns = self.conns, []
         for sock in conns:
             try:

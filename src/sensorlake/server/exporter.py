@@ -8,6 +8,10 @@ to the readings, with the same durability:
     exported            every offset <= exported is in the lake
     claim_first..last   the span being written now (survives a crash of the exporter)
 
+A leader whose session sits idle for STALE_SECONDS (its client vanished behind a network
+cut, or its process is paused) is ended by the next candidate, which takes over; a paused
+leader that resumes finds its connection gone and stands down.
+
 One step: resume the claimed span, or claim the next one - from exported + 1 up to the last
 offset of the unbroken run of `processed` marks above it (every message in it committed by
 some worker, in any order) - then write `raw/` from the log and `readings/` from
@@ -25,6 +29,7 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 LAKE_CONSUMER = "lake"
 MAX_SPAN = 1_000_000
 """Most offsets exported as one span."""
+STALE_SECONDS = 30
+"""A lock holder idle this long is taken to be gone (the leader queries every 0.5 s)."""
 
 FRONTIER = """
 SELECT max(log_offset) FROM (
@@ -78,12 +85,32 @@ class LakeExporter:
         self._conn = None
         self.stats.leader = False
         conn = connect(self.settings.postgres, autocommit=True)
-        if conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]:
+        if self._try_lock(conn) or (self._evict_stale_holder(conn) and self._try_lock(conn)):
             self._conn, self.stats.leader = conn, True
             log.info("lake exporter: this process exports the lake")
             return conn
         conn.close()
         return None
+
+    def _try_lock(self, conn: psycopg.Connection) -> bool:
+        return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0])
+
+    def _evict_stale_holder(self, conn: psycopg.Connection) -> bool:
+        """End the session holding the lock if it has been idle for STALE_SECONDS: a live
+        leader queries every half second, so that session's client is gone (a network cut
+        the server did not notice, or a paused process). Returns whether one was ended."""
+        row = conn.execute(
+            "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = %s "
+            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+            "current_database()) AND a.state = 'idle' "
+            "AND a.state_change < now() - make_interval(secs => %s)",
+            (self._key, STALE_SECONDS)).fetchone()
+        if row is None:
+            return False
+        log.warning("lake exporter: the session %s holding the exporter lock has been idle "
+                    "for over %s s; ending it and taking over", row[0], STALE_SECONDS)
+        return bool(conn.execute("SELECT pg_terminate_backend(%s)", (row[0],)).fetchone()[0])
 
     def step(self, force: bool = False) -> Span | None:
         """Export one span if this process leads and one is due; returns it."""
@@ -108,7 +135,8 @@ class LakeExporter:
                 span = Span(exported + 1, top)
                 conn.execute("UPDATE lake_export SET claim_first = %s, claim_last = %s, "
                              "updated_at = now() WHERE id = 1", (span.first, span.last))
-            self._write(span)
+            with self._heartbeat(conn):
+                self._write(span)
             with conn.transaction():
                 conn.execute("UPDATE lake_export SET exported = %s, claim_first = NULL, "
                              "claim_last = NULL, updated_at = now() WHERE id = 1", (span.last,))
@@ -123,6 +151,25 @@ class LakeExporter:
         with contextlib.suppress(TransientError):  # only lets the log purge sooner
             self.log.ack(LAKE_CONSUMER, span)
         return span
+
+    @contextlib.contextmanager
+    def _heartbeat(self, conn: psycopg.Connection) -> Iterator[None]:
+        """Keep the lock session visibly active while files are written (else a candidate
+        would take it for a stale one after STALE_SECONDS)."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(STALE_SECONDS / 6):
+                with contextlib.suppress(Exception):
+                    conn.execute("SELECT 1")
+
+        thread = threading.Thread(target=beat, name="exporter-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _write(self, span: Span) -> None:
         raw = self.log.read_span(span).table

@@ -86,10 +86,23 @@ def connect(settings: PostgresSettings, autocommit: bool = False) -> psycopg.Con
         raise SinkUnavailable(f"PostgreSQL is unreachable ({_short(exc)}); check postgres.dsn "
                               "and that the server runs - will retry") from exc
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
-    conn.execute("SET TimeZone TO 'UTC'")
+    configure(conn, schema)
     conn.autocommit = autocommit
     return conn
+
+
+SESSION = ("SET TimeZone TO 'UTC'", "SET idle_in_transaction_session_timeout = '60s'",
+           "SET lock_timeout = '30s'")
+"""A transaction whose client vanished without closing (a network cut) is ended after 60 s,
+so its row locks do not block the other workers forever; a worker waiting on a lock gives
+up after 30 s and retries (LockNotAvailable is transient)."""
+
+
+def configure(conn: psycopg.Connection, schema: str) -> None:
+    """search_path, UTC and the session timeouts above (autocommit connection)."""
+    conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
+    for statement in SESSION:
+        conn.execute(statement)  # type: ignore[arg-type]
 
 
 def _short(exc: BaseException) -> str:

@@ -48,6 +48,7 @@ from sensorlake.store.pg_quarantine import insert_rejects
 from sensorlake.store.pg_schema import (
     TRANSIENT,
     Partitions,
+    configure,
     connect,
     has_timescale,
     migrate,
@@ -130,9 +131,7 @@ class PostgresStore:
 
     def _configure_reader(self, conn: psycopg.Connection) -> None:
         conn.autocommit = True
-        conn.execute(sql.SQL("SET search_path TO {}, public").format(
-            sql.Identifier(self.settings.schema_name)))
-        conn.execute("SET TimeZone TO 'UTC'")
+        configure(conn, self.settings.schema_name)
 
     @contextlib.contextmanager
     def _read(self, what: str) -> Iterator[psycopg.Connection]:
