@@ -7,7 +7,7 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import devices, query, run, tokens
+from sensorlake.cli import devices, mosquitto, query, run, run_roles, tokens
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -33,6 +33,8 @@ app.add_typer(query.quarantine_app, name="quarantine")
 app.command("query")(query.query)
 app.command("up")(run.up)
 app.command("demo")(run.demo)
+app.add_typer(run_roles.app, name="run")
+app.command("mosquitto-config")(mosquitto.mosquitto_config)
 
 
 def _version(value: bool) -> None:

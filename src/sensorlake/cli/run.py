@@ -62,6 +62,8 @@ def up(data_dir: DataDirOption = None, config: ConfigOption = None, host: HostOp
                       f"{rt.settings.data_dir.resolve()}); Ctrl-C stops it cleanly")
 
     runtime.start_worker()
+    with friendly_errors():
+        runtime.start_mqtt()
     runtime.serve(host, port, on_started=started)
 
 

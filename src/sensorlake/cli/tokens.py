@@ -18,6 +18,7 @@ from sensorlake.cli.common import (
     render,
     settings_from,
 )
+from sensorlake.ingest.broker_auth import BrokerCredentials
 from sensorlake.runtime import open_catalog
 from sensorlake.timeparse import parse_duration
 
@@ -38,9 +39,11 @@ def create(
     """Create a token and print it alone on stdout (it is shown only this once)."""
     with friendly_errors():
         settings = settings_from(data_dir, config)
-        store = TokenStore(open_catalog(settings))
+        catalog = open_catalog(settings)
+        store = TokenStore(catalog)
         token, info = store.create(role, tenant or settings.default_tenant, device, label,
                                    parse_duration(expires_in) if expires_in else None)
+        BrokerCredentials(catalog).remember(info, token)  # device tokens: MQTT password too
         typer.echo(token)
         err_console.print(f"token {info.id} ({info.role.value}, tenant {info.tenant}"
                           f"{', device ' + info.device_id if info.device_id else ''}) created;"
