@@ -59,7 +59,7 @@ def test_a_watermark_beyond_the_outbox_moves_unconfirmed_messages_above_it(
 def test_full_outbox_rejects_with_a_clear_error(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.db", max_bytes=20_000) as outbox:
         outbox.append_many("d1", sets(200))
-        with pytest.raises(OutboxFull, match="is full .* --when-full drop-oldest"):
+        with pytest.raises(OutboxFull, match=r"is full .* --when-full drop-oldest"):
             outbox.append_many("d1", sets(200, 200))
         assert outbox.status()[0]["backlog"] == 200
 
