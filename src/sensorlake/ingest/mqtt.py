@@ -41,6 +41,7 @@ from sensorlake.log.base import AppendResult, Envelope, Log
 log = logging.getLogger(__name__)
 
 ACK_TOPIC = "sensorlake/{device}/ack"
+RETRY_MAX_SECONDS = 2.0
 REPEAT_WATERMARK_SECONDS = 1.0
 """An unchanged watermark is published again at most this often (a device that resends
 after a lost ack learns it quickly; a busy device does not cost one publish per group)."""
@@ -269,12 +270,14 @@ class MqttIngest:
             self._acknowledge(group, future.result())
 
     def _retry(self, group: _Group, error: BaseException) -> None:
-        pause = min(self.mqtt.reconnect_max_seconds, 0.1 * 2 ** min(group.attempts, 8))
-        pause = float(getattr(error, "retry_after", 0) or 0) or pause
+        """Keep the group (its PUBACKs withheld) and append it again after a pause that
+        doubles from 50 ms to RETRY_MAX_SECONDS, with jitter."""
+        pause = min(RETRY_MAX_SECONDS, 0.05 * 2 ** min(group.attempts - 1, 8))
         group.future, group.retry_at = None, time.monotonic() + pause * random.uniform(0.8, 1.2)
         self.counters.retries += 1
         self.counters.last_error = f"log append failed, PUBACK withheld, retrying: {error}"
-        log.warning("%s", self.counters.last_error)
+        if group.attempts == 1 or group.attempts % 20 == 0:
+            log.warning("%s (attempt %d)", self.counters.last_error, group.attempts)
 
     def _acknowledge(self, group: _Group, result: AppendResult) -> None:
         counters = self.counters
