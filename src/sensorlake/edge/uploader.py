@@ -7,7 +7,8 @@ Each `step()`:
 3. seals new messages while fewer than window_messages are unconfirmed: first the *live*
    sets (appended in the last live_seconds), then the backlog, oldest first, at most
    backfill_per_second sets per second, so live readings keep flowing during a backfill;
-4. sends them; when sensorlake is unreachable it backs off exponentially with jitter.
+4. sends them; when sensorlake is unreachable it backs off exponentially with jitter and
+   seals nothing new until a retry of the sealed ones succeeds (then live sets go first).
 """
 
 from __future__ import annotations
@@ -86,20 +87,27 @@ class Uploader:
             due = list(self._window)  # no progress: the broker may have lost them
             self.stats.resent += len(due)
             self._progress_at = now
+        if self._failures and due:  # unreachable so far: probe with what is sealed
+            if not self._send(due, now):
+                return 0
+            due = []
         due += self._seal(now)
-        if not due:
+        if not due or not self._send(due, now):
             return 0
+        return len(due)
+
+    def _send(self, due: list[int], now: float) -> bool:
         try:
             mark = self.transport.send([self._window[seq].body for seq in sorted(due)])
         except (Unreachable, AuthError) as exc:
             self._failed(exc, now)
-            return 0
+            return False
         self._failures = 0
         for seq in due:
             self._sent[seq] = now
         self.stats.sent += len(due)
         self._confirm(mark, now)
-        return len(due)
+        return True
 
     def _seal(self, now: float) -> list[int]:
         room = self.settings.window_messages - len(self._window)
