@@ -7,7 +7,7 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import devices, mosquitto, query, run, run_roles, tokens
+from sensorlake.cli import devices, edge, mosquitto, query, run, run_roles, simulate, tokens
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -35,6 +35,8 @@ app.command("up")(run.up)
 app.command("demo")(run.demo)
 app.add_typer(run_roles.app, name="run")
 app.command("mosquitto-config")(mosquitto.mosquitto_config)
+app.add_typer(edge.app, name="edge")
+app.add_typer(simulate.app, name="simulate")
 
 
 def _version(value: bool) -> None:

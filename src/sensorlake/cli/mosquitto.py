@@ -60,11 +60,11 @@ def mosquitto_config(
         finally:
             catalog.close()
         console.print(f"wrote {done.config} ({len(done.devices)} devices, ingest user "
-                      f"{settings.mqtt.username})", highlight=False)
+                      f"{settings.mqtt.username})", highlight=False, soft_wrap=True)
         for line in done.skipped:
-            err_console.print(f"[yellow]skipped[/yellow] {line}", highlight=False)
+            err_console.print(f"[yellow]skipped[/yellow] {line}", highlight=False, soft_wrap=True)
         if reload or reload_command:
             console.print(reload_broker(pid_file or done.out / "mosquitto.pid", reload_command))
         else:
             console.print(f"start it with: mosquitto -c {done.config}   (after a change: "
-                          "add --reload)", highlight=False)
+                          "add --reload)", highlight=False, soft_wrap=True)

@@ -62,7 +62,8 @@ def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
         signal.signal(signum, lambda *_: stop.set())
     ingest_.start()
     console.print(f"sensorlake ingest: {ingest_.broker} as {ingest_.client_id} -> "
-                  f"{settings.data_dir.resolve()}; Ctrl-C stops it cleanly", highlight=False)
+                  f"{settings.data_dir.resolve()}; Ctrl-C stops it cleanly", highlight=False,
+                  soft_wrap=True)
     started = time.monotonic()
     try:
         while not stop.wait(0.2):
@@ -74,4 +75,4 @@ def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
     counters = ingest_.counters
     console.print(f"received {counters.received:,} messages, stored {counters.stored:,} "
                   f"envelopes ({counters.duplicates:,} duplicates), acked {counters.acked:,}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
