@@ -33,6 +33,9 @@ def mosquitto_config(
     broker_user: Annotated[str | None, typer.Option(
         help="User mosquitto runs as (when started as root); the files are handed to it.")]
     = None,
+    line: Annotated[list[str] | None, typer.Option(
+        "--line", help="A config line appended verbatim, e.g. 'listener 8883 0.0.0.0' and "
+        "its certfile/keyfile (repeatable).")] = None,
     reload: Annotated[bool, typer.Option(
         "--reload", help="After writing, SIGHUP the broker (pid file in --out, or "
         "--pid-file) so it re-reads passwords and ACL.")] = False,
@@ -56,7 +59,8 @@ def mosquitto_config(
             done = generate(settings, catalog, out, tenant or settings.default_tenant,
                             BrokerOptions(port=port, bind=bind,
                                           max_queued_bytes=max_queued_bytes,
-                                          max_packet_size=max_packet_size, user=broker_user))
+                                          max_packet_size=max_packet_size, user=broker_user,
+                                          extra=list(line or [])))
         finally:
             catalog.close()
         console.print(f"wrote {done.config} ({len(done.devices)} devices, ingest user "
