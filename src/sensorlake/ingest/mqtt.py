@@ -129,7 +129,7 @@ class MqttIngest:
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.client.direct_on_message = self._on_message
 
     # -- paho's network thread ---------------------------------------------------------------
     def _on_connect(self, client: Client, userdata: Any, flags: Any, reason: ReasonCode,
@@ -155,7 +155,7 @@ class MqttIngest:
             self.counters.last_error = f"disconnected from {self.broker}: {reason}"
             log.warning("%s; reconnecting", self.counters.last_error)
 
-    def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
+    def _on_message(self, msg: MQTTMessage) -> None:
         inbox = self._inbox
         inbox.append((msg.topic, msg.payload, msg.mid, msg.qos, self._generation))
         if len(inbox) == 1 or len(inbox) >= self.mqtt.batch_messages:

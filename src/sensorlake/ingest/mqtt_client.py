@@ -8,11 +8,12 @@ agent, simulator and benchmarks share this).
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from paho.mqtt.client import Client, MQTTv5, MQTTv311
+from paho.mqtt.client import Client, MQTTErrorCode, MQTTMessage, MQTTv5, MQTTv311
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -21,6 +22,52 @@ from sensorlake.errors import ConfigError
 
 PUBACK = 0x40
 """The fixed header byte of a PUBACK packet."""
+READ_CHUNK = 1 << 16
+
+
+class BufferedClient(Client):
+    """paho's Client, reading the socket in 64 KiB chunks.
+
+    paho reads each packet with two to four `recv` calls (1 byte of header, the length
+    byte by byte, then the body) and one `select` per packet: about a syscall per few dozen
+    bytes, which caps a subscriber at a few thousand messages per second. Here the socket is
+    read in large chunks into a buffer that paho's reads are served from, and `loop_read`
+    keeps going while the buffer holds data (select would not see it).
+
+    `direct_on_message`, when set, receives every message without paho's per-message topic
+    matching (for `message_callback_add`, which sensorlake does not use) and its locks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._buffer = b""
+        self._buffer_at = 0
+        self._buffer_sock: object = None
+        self.direct_on_message: Callable[[MQTTMessage], None] | None = None
+
+    def _handle_on_message(self, message: MQTTMessage) -> None:
+        if self.direct_on_message is None:
+            super()._handle_on_message(message)
+        else:
+            self.direct_on_message(message)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._buffer_sock is not self._sock:  # a new connection: drop stale bytes
+            self._buffer, self._buffer_at, self._buffer_sock = b"", 0, self._sock
+        if self._buffer_at >= len(self._buffer):
+            data = super()._sock_recv(READ_CHUNK)
+            if len(data) <= bufsize:
+                return data
+            self._buffer, self._buffer_at = data, 0
+        start = self._buffer_at
+        self._buffer_at = start + bufsize
+        return self._buffer[start:start + bufsize]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None
+               and self._buffer_sock is self._sock and self._buffer_at < len(self._buffer)):
+            rc = super().loop_read(max_packets)
+        return rc
 
 
 @dataclass(frozen=True)
@@ -53,16 +100,17 @@ def parse_broker_url(url: str) -> BrokerUrl:
 
 
 def make_client(client_id: str, protocol: str = "5", persistent: bool = True,
-                manual_ack: bool = False) -> Client:
+                manual_ack: bool = False) -> BufferedClient:
     """A paho 2.x client (callback API v2). `persistent`: MQTT 3.1.1 clean_session=False
     (MQTT 5 asks for the session in `connect_properties`)."""
     if protocol == "5":
-        return Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTv5,
-                      manual_ack=manual_ack)
+        return BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                              protocol=MQTTv5, manual_ack=manual_ack)
     if protocol != "3.1.1":
         raise ConfigError(f"MQTT protocol '{protocol}' is not supported: use 5 or 3.1.1")
-    return Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTv311,
-                  clean_session=not persistent, manual_ack=manual_ack)
+    return BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                          protocol=MQTTv311, clean_session=not persistent,
+                          manual_ack=manual_ack)
 
 
 def connect_properties(protocol: str, session_expiry: int = 0,
