@@ -110,3 +110,44 @@ def test_raw_devices_lose_nothing_across_kill9_and_backpressure(
     assert server.stop() == 0, output
     assert kills == 1
     assert "log append failed, PUBACK withheld" in output, "backpressure never happened"
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_shared_subscription_spreads_messages_over_ingest_processes(
+        protocol: str, tmp_path: Path, make_broker: Callable[..., Broker]) -> None:
+    """Two ingests in one $share group (one log, as in server mode): each gets a part,
+    together every message once."""
+    from sensorlake.ingest.mqtt import MqttIngest
+    from sensorlake.log import MemoryLog
+
+    data = tmp_path / "data"
+    catalog = Catalog(data / "catalog.db")
+    DeviceRegistry(catalog).upsert([Registered(id="shared-1")])
+    token = issue_device_token(catalog, "default", "shared-1")
+    catalog.close()
+    broker = make_broker(load_settings(data_dir=data))
+    broker.configure()
+    broker.start()
+    settings = load_settings(data_dir=data, mqtt={"url": broker.url, "protocol": protocol,
+                                                  "shared_group": "ingest"})
+    log = MemoryLog()
+    ingests = [MqttIngest(settings, log, client_id=f"ingest-{i}") for i in range(2)]
+    for ingest in ingests:
+        ingest.start()
+    deadline = time.monotonic() + 20
+    while not all(i.counters.connected for i in ingests):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # the SUBSCRIBEs are answered
+    device = Device(broker, "shared-1", token, protocol)
+    assert device.connected.wait(20)
+    for seq in range(1, 201):
+        device.client.publish("sensorlake/shared-1/up", orjson.dumps(
+            {"device": "shared-1", "seq": seq, "readings": {"pm2_5": 1.0}}), qos=1)
+    device.wait_watermark(200)
+    counts = [ingest.counters.stored for ingest in ingests]
+    device.close()
+    for ingest in ingests:
+        ingest.stop()
+    assert log.stats().last_offset == 200
+    assert sum(counts) == 200 and min(counts) > 0, counts
