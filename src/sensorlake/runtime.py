@@ -188,12 +188,12 @@ class Runtime:
 
     def close(self) -> None:
         """Finish the current batch, write the pending lake span, ack, close files."""
+        if self.mqtt is not None:  # first: what it appends still reaches the worker
+            self.mqtt.stop()
         self._stop.set()
         if self._worker_thread is not None:
             self._worker_thread.join(timeout=120)
         self._remove_run_file()
-        if self.mqtt is not None:
-            self.mqtt.stop()
         self.log.close()
         self.hot.close()
         self.quarantine.close()

@@ -1,5 +1,5 @@
 """The commands a new user runs, end to end against a broker of the test's own:
-`simulate` registers devices and their tokens, `mosquitto-config` writes the broker files,
+simulated devices get their tokens, `mosquitto-config` writes the broker files,
 `up` ingests over MQTT, `simulate` sends (duplicates, malformed messages, an outage) and
 reports nothing lost, `edge` uploads CSV from stdin through its outbox, `edge status` and
 `run ingest` work."""
@@ -13,24 +13,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from e2e_support import SENSORLAKE, cli_env, run_cli
 from mqtt_support import Broker
 
 from sensorlake.auth.tokens import Role, TokenStore
 from sensorlake.catalog import Catalog
+from sensorlake.cli.simulate import _credentials
 from sensorlake.config import load_settings
 from sensorlake.ingest.broker_auth import issue_device_token
 from sensorlake.registry import Device, DeviceRegistry
 
 
+@pytest.mark.slow
 def test_simulate_mosquitto_config_up_edge(tmp_path: Path, make_broker: Callable[..., Broker],
                                            make_server: Callable) -> None:
     data = tmp_path / "data"
     broker = make_broker(load_settings(data_dir=data))
     mqtt = f"mqtt://127.0.0.1:{broker.port}"
-    done = run_cli("simulate", "--data-dir", data, "--devices", "3", "--seconds", "0",
-                   "--target", mqtt, "--type", "energy_meter")
-    assert done.returncode == 0, done.stderr
+    names = [f"energy-meter-{i:04d}" for i in range(1, 4)]
+    # what `simulate --data-dir` does on its first run: devices and device tokens
+    creds = _credentials(data, None, None, "energy_meter", names, None)
+    assert sorted(creds) == names and len(set(creds.values())) == 3
     catalog = Catalog(data / "catalog.db")
     DeviceRegistry(catalog).upsert([Device(id="csv-meter")])
     csv_token = issue_device_token(catalog, "default", "csv-meter")
@@ -80,6 +84,6 @@ def test_simulate_mosquitto_config_up_edge(tmp_path: Path, make_broker: Callable
     assert len(readings) == 30
     assert server.stop() == 0, server.output()
 
-    done = run_cli("run", "ingest", "--data-dir", data, "--mqtt-url", mqtt, "--seconds", "2")
+    done = run_cli("run", "ingest", "--data-dir", data, "--mqtt-url", mqtt, "--seconds", "1")
     assert done.returncode == 0, done.stderr + done.stdout
     assert "received" in done.stdout
