@@ -154,7 +154,10 @@ class Uploader:
         pause = max(pause * random.uniform(0.5, 1.5), getattr(exc, "retry_after", 0.0))
         self._retry_at = now + pause
         self._sent.clear()  # whatever is in the window goes again once reachable
-        log.info("device %s: %s; retrying in %.1f s", self.device, exc, pause)
+        level = logging.WARNING if self._failures in (1, 20) or self._failures % 100 == 0 \
+            else logging.DEBUG
+        log.log(level, "device %s: %s; retrying in %.1f s (the outbox keeps everything)",
+                self.device, exc, pause)
 
     def run(self, stop: threading.Event, interval: float = 0.1,
             wake: threading.Event | None = None) -> None:
