@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.client import Client
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sensorlake.auth.tokens import Principal, Role
@@ -129,7 +129,7 @@ class MqttIngest:
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.direct_on_message = self._on_message
+        self.client.direct_publish = self._on_publish
 
     # -- paho's network thread ---------------------------------------------------------------
     def _on_connect(self, client: Client, userdata: Any, flags: Any, reason: ReasonCode,
@@ -155,9 +155,9 @@ class MqttIngest:
             self.counters.last_error = f"disconnected from {self.broker}: {reason}"
             log.warning("%s; reconnecting", self.counters.last_error)
 
-    def _on_message(self, msg: MQTTMessage) -> None:
+    def _on_publish(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         inbox = self._inbox
-        inbox.append((msg.topic, msg.payload, msg.mid, msg.qos, self._generation))
+        inbox.append((topic, payload, mid, qos, self._generation))
         if len(inbox) == 1 or len(inbox) >= self.mqtt.batch_messages:
             self._wake.set()
 

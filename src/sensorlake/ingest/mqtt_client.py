@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from paho.mqtt.client import Client, MQTTErrorCode, MQTTMessage, MQTTv5, MQTTv311
+from paho.mqtt.client import Client, MQTTErrorCode, MQTTv5, MQTTv311
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -34,21 +34,45 @@ class BufferedClient(Client):
     read in large chunks into a buffer that paho's reads are served from, and `loop_read`
     keeps going while the buffer holds data (select would not see it).
 
-    `direct_on_message`, when set, receives every message without paho's per-message topic
-    matching (for `message_callback_add`, which sensorlake does not use) and its locks."""
+    `direct_publish`, when set, receives every QoS 0/1 PUBLISH as (topic, payload, mid, qos)
+    straight from the packet: no MQTTMessage (with its threading.Condition), no MQTT 5
+    property objects (ingest uses none), no per-message topic matching for
+    `message_callback_add` (unused) and no callback locks. QoS 2 takes paho's own path."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._buffer = b""
         self._buffer_at = 0
         self._buffer_sock: object = None
-        self.direct_on_message: Callable[[MQTTMessage], None] | None = None
+        self.direct_publish: Callable[[str, bytes, int, int], None] | None = None
 
-    def _handle_on_message(self, message: MQTTMessage) -> None:
-        if self.direct_on_message is None:
-            super()._handle_on_message(message)
-        else:
-            self.direct_on_message(message)
+    def _handle_publish(self) -> MQTTErrorCode:
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        if self.direct_publish is None or qos == 2 or (not self._manual_ack and qos):
+            return super()._handle_publish()
+        at = 2 + (packet[0] << 8 | packet[1])
+        topic = bytes(packet[2:at])
+        mid = 0
+        if qos:
+            mid = packet[at] << 8 | packet[at + 1]
+            at += 2
+        if self._protocol == MQTTv5:  # skip the properties: a varint length, then them
+            length = shift = 0
+            while True:
+                byte = packet[at]
+                at += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            at += length
+        try:
+            name = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            name = topic.decode("utf-8", "replace")
+        self.direct_publish(name, bytes(packet[at:]), mid, qos)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._buffer_sock is not self._sock:  # a new connection: drop stale bytes
