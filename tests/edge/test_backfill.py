@@ -128,3 +128,38 @@ def test_backfill_after_a_simulated_hour_offline(tmp_path: Path,
     outbox.close()
     transport.close()
     assert server.stop() == 0, server.output()
+
+
+def test_a_new_outbox_for_a_known_device_loses_nothing(tmp_path: Path,
+                                                      make_server: Callable) -> None:
+    """The outbox file was replaced (seqs start at 1 again) for a device whose seqs 1..3
+    sensorlake already holds: its first message is recognised as a collision, and every
+    message moves above the server's watermark instead of being taken for a duplicate
+    (sending a window of 5 at once would have lost seqs 1..3 of the new life)."""
+    data = tmp_path / "data"
+    catalog = Catalog(data / "catalog.db")
+    DeviceRegistry(catalog).upsert([Device(id=DEVICE)])
+    token, _ = TokenStore(catalog).create(Role.INGEST, "default", DEVICE)
+    catalog.close()
+    server = make_server(data)
+    server.start()
+    clock = Clock()
+    for life in range(2):
+        outbox = Outbox(tmp_path / f"outbox-{life}.db", clock=clock)
+        transport = HttpTransport(server.url, DEVICE, token)
+        uploader = Uploader(outbox, DEVICE, transport,
+                            EdgeSettings(message_readings=1, window_messages=5), clock=clock)
+        count = 3 if life == 0 else 50
+        outbox.append_many(DEVICE, [(int((T0 + life * 1000 + i) * 1e6), {"m0": float(i)})
+                                    for i in range(count)])
+        for _ in range(40):
+            clock.now += 1
+            uploader.step()
+        assert outbox.status()[0]["backlog"] == 0, outbox.status()
+        outbox.close()
+        transport.close()
+    mark, entries = server_log(data)
+    assert mark == 53
+    delivered = sorted(ts for _, stamps in entries for ts in stamps)
+    assert delivered == sorted([T0 + i for i in range(3)] + [T0 + 1000 + i for i in range(50)])
+    assert server.stop() == 0, server.output()

@@ -270,19 +270,8 @@ class Outbox:
                                    (device,)).fetchone()
             if row is None or watermark <= row[1]:
                 return 0
-            next_seq = row[0]
-            if watermark >= next_seq:
-                shift = watermark + 1 - self._db.execute(
-                    "SELECT coalesce(min(seq), ?) FROM messages WHERE device = ?",
-                    (next_seq, device)).fetchone()[0]
-                self._db.execute("UPDATE messages SET seq = seq + ? + 1000000000 WHERE "
-                                 "device = ?", (shift, device))
-                self._db.execute("UPDATE messages SET seq = seq - 1000000000 WHERE device = ?",
-                                 (device,))
-                self._db.execute("UPDATE devices SET next_seq = next_seq + ? WHERE device = ?",
-                                 (shift, device))
-                self._db.execute("UPDATE devices SET watermark = ?, last_ack_at = ? WHERE "
-                                 "device = ?", (watermark, self.clock(), device))
+            if watermark >= row[0]:
+                self._rebase(device, watermark)
                 return 0
             sets, size = self._db.execute(
                 "SELECT coalesce(sum(sets), 0), coalesce(sum(length(entries)), 0) FROM "
@@ -295,6 +284,27 @@ class Outbox:
             self._bytes -= size
             return int(sets)
         return self._call(work)
+
+    def rebase(self, device: str, watermark: int) -> None:
+        """Move every unconfirmed message of `device` above `watermark` (the server held
+        these seqs before this outbox existed, so it took ours for duplicates)."""
+        self._call(lambda: self._rebase(device, watermark))
+
+    def _rebase(self, device: str, watermark: int) -> None:
+        next_seq = self._db.execute("SELECT next_seq FROM devices WHERE device = ?",
+                                    (device,)).fetchone()[0]
+        shift = watermark + 1 - self._db.execute(
+            "SELECT coalesce(min(seq), ?) FROM messages WHERE device = ?",
+            (next_seq, device)).fetchone()[0]
+        if shift > 0:
+            self._db.execute("UPDATE messages SET seq = seq + ? + 1000000000 WHERE device = ?",
+                             (shift, device))
+            self._db.execute("UPDATE messages SET seq = seq - 1000000000 WHERE device = ?",
+                             (device,))
+            self._db.execute("UPDATE devices SET next_seq = next_seq + ? WHERE device = ?",
+                             (shift, device))
+        self._db.execute("UPDATE devices SET watermark = ?, last_ack_at = ? WHERE device = ?",
+                         (watermark, self.clock(), device))
 
     # -- status ------------------------------------------------------------------------------
     def devices(self) -> list[str]:

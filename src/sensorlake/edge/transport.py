@@ -5,6 +5,7 @@ confirms a reading; a broker's PUBACK does not."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -44,6 +45,8 @@ class HttpTransport:
         base = url.rstrip("/")
         self.url = base if base.endswith("/api/v1/ingest") else base + "/api/v1/ingest"
         self.device = device
+        self.last_duplicates = 0
+        """Envelopes of the last request that sensorlake already held."""
         self.client = httpx.Client(timeout=timeout, headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"})
 
@@ -62,7 +65,9 @@ class HttpTransport:
                             response.status_code)
         if response.status_code != 200:
             raise Unreachable(f"{self.url}: {response.status_code} {response.text[:200]}")
-        return response.json().get("watermarks", {}).get(self.device)
+        reply = response.json()
+        self.last_duplicates = int(reply.get("duplicates", 0))
+        return reply.get("watermarks", {}).get(self.device)
 
     def watermark(self) -> int | None:
         return None
@@ -85,6 +90,8 @@ class MqttTransport:
         self.refused: str | None = None
         self.connects = 0
         self._watermark: int | None = None
+        self._heard = threading.Event()
+        self._connected_at: float | None = None
         self.client = mqtt_client.make_client(client_id or f"sensorlake-edge-{device}",
                                               protocol, persistent=False)
         self.client.max_inflight_messages_set(inflight)
@@ -102,6 +109,8 @@ class MqttTransport:
         self.refused = None
         self.connects += 1
         client.subscribe(self.ack_topic, 1)
+        if self._connected_at is None:
+            self._connected_at = time.monotonic()
         self.connected.set()
 
     def _on_disconnect(self, client: Client, userdata: Any, flags: Any, reason: Any,
@@ -115,6 +124,15 @@ class MqttTransport:
             return
         if self._watermark is None or mark > self._watermark:
             self._watermark = mark
+        self._heard.set()
+
+    def primed(self, grace: float = 2.0) -> bool:
+        """Whether a fresh outbox may send: the retained watermark arrived (it tells whether
+        sensorlake knows this device from an earlier life), or `grace` seconds passed since
+        the subscription without one (a new device)."""
+        if self._heard.is_set():
+            return True
+        return self._connected_at is not None and time.monotonic() - self._connected_at > grace
 
     def send(self, bodies: list[bytes]) -> int | None:
         if not self.connected.is_set():

@@ -62,6 +62,9 @@ class Uploader:
         self._failures = 0
         status = {s["device"]: s for s in outbox.status()}.get(device)
         self.stats.watermark = status["watermark"] if status else 0
+        self._fresh = not status or (status["watermark"] == 0 and status["confirmed"] == 0)
+        """Nothing confirmed yet: the server may know this device's seqs from an earlier
+        outbox, so send one message at a time until its watermark is known."""
 
     @property
     def idle(self) -> bool:
@@ -78,6 +81,10 @@ class Uploader:
         self._last_step = now
         rate, per_message = self.settings.backfill_per_second, self.settings.message_readings
         self._tokens = min(self._tokens + rate * elapsed, max(rate, per_message))
+        if self._fresh and hasattr(self.transport, "primed"):
+            if not self.transport.primed():  # MQTT: the retained watermark comes first
+                return 0
+            self._fresh = False
         self._confirm(self.transport.watermark(), now)
         if now < self._retry_at:
             return 0
@@ -106,11 +113,20 @@ class Uploader:
         for seq in due:
             self._sent[seq] = now
         self.stats.sent += len(due)
+        if self._fresh and mark is not None:
+            self._fresh = False
+            if getattr(self.transport, "last_duplicates", 0):
+                # our first message was taken for a duplicate of an earlier life's seq
+                self.outbox.rebase(self.device, mark)
+                self._window = {m.seq: m for m in self.outbox.unconfirmed(self.device)}
+                self._sent.clear()
+                self.stats.watermark = mark
+                return True
         self._confirm(mark, now)
         return True
 
     def _seal(self, now: float) -> list[int]:
-        room = self.settings.window_messages - len(self._window)
+        room = (1 if self._fresh else self.settings.window_messages) - len(self._window)
         sealed: list[Sealed] = []
         live_after = now - self.settings.live_seconds
         while room > 0:
