@@ -1,8 +1,8 @@
 """The commands a new user runs, end to end against a broker of the test's own:
 simulated devices get their tokens, `mosquitto-config` writes the broker files,
-`up` ingests over MQTT, `simulate` sends (duplicates, malformed messages, an outage) and
-reports nothing lost, `edge` uploads CSV from stdin through its outbox, `edge status` and
-`run ingest` work."""
+`up` ingests over MQTT, `simulate` sends (duplicates, malformed messages, an outage)
+directly and through edge agents and reports nothing lost, `edge` uploads CSV from stdin
+through its outbox, `edge status` and `run ingest` work."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def test_simulate_mosquitto_config_up_edge(tmp_path: Path, make_broker: Callable
     # what `simulate --data-dir` does on its first run: devices and device tokens
     creds = _credentials(data, None, None, "energy_meter", names, None)
     assert sorted(creds) == names and len(set(creds.values())) == 3
+    _credentials(data, None, None, "weather", ["via-0001", "via-0002"], None)
     catalog = Catalog(data / "catalog.db")
     DeviceRegistry(catalog).upsert([Device(id="csv-meter")])
     csv_token = issue_device_token(catalog, "default", "csv-meter")
@@ -44,7 +45,7 @@ def test_simulate_mosquitto_config_up_edge(tmp_path: Path, make_broker: Callable
     done = run_cli("mosquitto-config", "--data-dir", data, "--out", broker.out, "--port",
                    str(broker.port), *extra)
     assert done.returncode == 0, done.stderr
-    assert "4 devices" in done.stdout, done.stdout
+    assert "6 devices" in done.stdout, done.stdout
     broker.start()
     server = make_server(data, SENSORLAKE_MQTT__URL=mqtt)
     server.start()
@@ -64,6 +65,16 @@ def test_simulate_mosquitto_config_up_edge(tmp_path: Path, make_broker: Callable
     totals = json.loads(report.read_text())["totals"]
     assert totals["sent"] > 0 and totals["acked"] == totals["sent"] and totals["lost"] == 0
     assert totals["not_sent"] > 0 and totals["malformed"] > 0 and totals["duplicates"] > 0
+
+    # through edge agents: the outage is backfilled, nothing is lost
+    done = run_cli("simulate", "--data-dir", data, "--devices", "2", "--seconds", "3",
+                   "--rate", "5", "--target", mqtt, "--type", "weather", "--prefix", "via",
+                   "--via-edge", tmp_path / "agents", "--outage", "0.5:1.5", "--report",
+                   report, timeout=90)
+    assert done.returncode == 0, done.stderr
+    totals = json.loads(report.read_text())["totals"]
+    assert totals["sent"] >= 20 and totals["acked"] == totals["sent"], totals
+    assert totals["lost"] == 0 and totals["not_sent"] == 0 and totals["backlog"] == 0
 
     outbox = tmp_path / "outbox.db"
     lines = "ts,energy,power\n" + "".join(
