@@ -7,7 +7,19 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import devices, edge, mosquitto, query, run, run_roles, simulate, tokens
+from sensorlake.cli import (
+    cost,
+    devices,
+    edge,
+    jobs,
+    mosquitto,
+    query,
+    run,
+    run_roles,
+    simulate,
+    status,
+    tokens,
+)
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -33,7 +45,14 @@ app.add_typer(query.quarantine_app, name="quarantine")
 app.command("query")(query.query)
 app.command("up")(run.up)
 app.command("demo")(run.demo)
-app.add_typer(run_roles.app, name="run")
+app.command("cost")(cost.cost)
+app.command("status")(status.status)
+app.command("replay")(jobs.replay)
+app.add_typer(jobs.app, name="jobs")
+run_app = typer.Typer(help="Run one role of sensorlake on its own.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+run_app.command("scheduler")(jobs.run_scheduler)
+run_app.command("ingest")(run_roles.ingest)
 app.command("mosquitto-config")(mosquitto.mosquitto_config)
 app.add_typer(edge.app, name="edge")
 app.add_typer(simulate.app, name="simulate")

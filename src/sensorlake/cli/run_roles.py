@@ -1,7 +1,5 @@
-"""`sensorlake run ROLE`: one role of the pipeline per process (server mode).
-
-    sensorlake run ingest     MQTT ingest only: broker -> log, PUBACK after the durable append
-"""
+"""`sensorlake run ingest`: MQTT ingest as a process of its own (registered on the `run`
+group in cli/main.py): broker -> log, PUBACK after the durable append."""
 
 from __future__ import annotations
 
@@ -21,9 +19,6 @@ from sensorlake.cli.common import (
 )
 from sensorlake.errors import ConfigError
 
-app = typer.Typer(help="Run one role of the pipeline per process (scale-out).",
-                  no_args_is_help=True)
-
 UrlOption = Annotated[str | None, typer.Option(
     "--mqtt-url", envvar="SENSORLAKE_MQTT__URL", show_envvar=True,
     help="Broker to ingest from, e.g. mqtt://127.0.0.1:1883 (setting mqtt.url).")]
@@ -35,7 +30,6 @@ SharedOption = Annotated[str | None, typer.Option(
     help="Share the subscriptions with other ingest processes ($share/<group>/...).")]
 
 
-@app.command("ingest")
 def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
            shared_group: SharedOption = None,
            seconds: Annotated[float, typer.Option(
