@@ -90,6 +90,8 @@ def test_device_cannot_publish_as_another_and_anonymous_is_refused(
 
     final = wait_for(drained, what="worker drained")
     assert final["mqtt"]["refused"] == 1, final["mqtt"]
+    metrics = httpx.get(f"{server.url}/metrics", headers=owner, timeout=10).text
+    assert 'sensorlake_ingest_total{kind="refused",source="mqtt"} 1.0' in metrics, metrics
 
     def readings_of(device: str) -> list[dict]:
         response = httpx.get(f"{server.url}/api/v1/devices/{device}/readings", headers=owner,
