@@ -90,6 +90,7 @@ def test_device_cannot_publish_as_another_and_anonymous_is_refused(
 
     final = wait_for(drained, what="worker drained")
     assert final["mqtt"]["refused"] == 1, final["mqtt"]
+    assert not [p for p in final["problems"] if "MQTT" in p["what"]], final["problems"]
     metrics = httpx.get(f"{server.url}/metrics", headers=owner, timeout=10).text
     assert 'sensorlake_ingest_total{kind="refused",source="mqtt"} 1.0' in metrics, metrics
 
@@ -120,4 +121,9 @@ def test_device_cannot_publish_as_another_and_anonymous_is_refused(
     wait_for(b.connected.is_set, what="dev-b still connects")
     for client in (anonymous, wrong, again, b):
         client.close()
+    broker.kill9()  # `status` says what is wrong and what to do
+    problems = wait_for(lambda: [p for p in status()["problems"]
+                                 if "MQTT ingest is not connected" in p["what"]],
+                        what="a status problem for the lost broker")
+    assert "mosquitto-config" in problems[0]["do"]
     assert server.stop() == 0, server.output()

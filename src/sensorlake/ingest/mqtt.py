@@ -281,6 +281,8 @@ class MqttIngest:
 
     def _acknowledge(self, group: _Group, result: AppendResult) -> None:
         counters = self.counters
+        if group.attempts > 1 and counters.connected:
+            counters.last_error = None  # the log takes appends again
         counters.groups += 1
         counters.stored += result.accepted
         counters.duplicates += result.duplicates
