@@ -93,6 +93,16 @@ def test_simulate_mosquitto_config_up_edge(tmp_path: Path, make_broker: Callable
                          params={"metric": "energy", "from": "2026-11-23T00:00:00Z"},
                          timeout=10).json()["results"]
     assert len(readings) == 30
+
+    # a simulated meter through a second, new outbox of the same device (its seqs restart)
+    other = tmp_path / "outbox2.db"
+    done = run_cli("edge", "--device", "csv-meter", "--target", server.url, "--outbox", other,
+                   "--simulate", "energy_meter", "--rate", "20", "--seconds", "3",
+                   env=cli_env(SENSORLAKE_EDGE_TOKEN=csv_token))
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(run_cli("edge", "status", "--outbox", other, "-f", "json").stdout)
+    assert row["appended"] >= 20 and row["confirmed"] >= 1, row
+    assert row["confirmed"] + row["backlog"] == row["appended"] and row["watermark"] > 1, row
     assert server.stop() == 0, server.output()
 
     done = run_cli("run", "ingest", "--data-dir", data, "--mqtt-url", mqtt, "--seconds", "1")

@@ -47,6 +47,12 @@ def edge(
         help="reject (wait, and say so) or drop-oldest (counted) (edge.when_full).")] = None,
     input_file: Annotated[Path | None, typer.Option(
         "--input", help="Read lines from this file instead of stdin.")] = None,
+    simulate: Annotated[str | None, typer.Option(
+        help="Instead of reading input, simulate a device of this type (a built-in name or "
+        "a YAML/JSON file, see `sensorlake simulate types`).")] = None,
+    rate: Annotated[float | None, typer.Option(
+        help="With --simulate: reading sets per second (default: the type's interval).",
+        min=0.001)] = None,
     seconds: Annotated[float, typer.Option(
         help="Stop after this many seconds (0 = when the input ended and all is confirmed).",
         min=0)] = 0,
@@ -79,8 +85,11 @@ def edge(
     import threading
     import time
     started = time.monotonic()
-    source = input_file.open() if input_file else sys.stdin
-    feeder = threading.Thread(target=agent.feed, args=(source,), daemon=True)
+    if simulate:
+        feeder = threading.Thread(target=agent.simulate, args=(simulate, rate), daemon=True)
+    else:
+        source = input_file.open() if input_file else sys.stdin
+        feeder = threading.Thread(target=agent.feed, args=(source,), daemon=True)
     feeder.start()
     try:
         while True:

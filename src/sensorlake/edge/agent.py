@@ -1,5 +1,5 @@
-"""The edge agent process: read reading sets (stdin lines or the Python API) into the outbox
-and upload them until the watermark confirms them.
+"""The edge agent process: read reading sets (stdin lines, a simulated device, or the Python
+API) into the outbox and upload them until the watermark confirms them.
 
 Input lines are JSON or CSV:
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 
 from sensorlake.decode.envelope import EnvelopeError, parse_ts
+from sensorlake.edge.device_types import Generator, load_type
 from sensorlake.edge.outbox import Outbox, OutboxFull, Reading
 from sensorlake.edge.uploader import Uploader
 from sensorlake.errors import InputError
@@ -133,6 +135,17 @@ class EdgeAgent:
                 return
         if chunk:
             self._append(chunk)
+
+    def simulate(self, type_name: str, rate: float | None = None) -> None:
+        """Append a simulated device's reading sets (a device type, see
+        edge/device_types.py) until the agent stops; `rate` sets per second."""
+        kind = load_type(type_name)
+        generator = Generator(kind, random.Random(self.device))
+        period = 1 / rate if rate else kind.interval_seconds
+        while not self.stop.is_set():
+            now = self.outbox.clock()
+            self._append([(int(now * 1e6), generator.sample(now))])
+            self.stop.wait(period)
 
     def _append(self, chunk: list[Reading]) -> None:
         while not self.stop.is_set():

@@ -112,6 +112,10 @@ class MqttIngest:
         if not self.mqtt.url:
             raise ValueError("mqtt.url is not set")
         self.broker = mqtt_client.parse_broker_url(self.mqtt.url)
+        if self.mqtt.protocol == "5" and self.mqtt.receive_maximum < 2 * self.mqtt.batch_messages:
+            log.warning("mqtt.receive_maximum (%d) is below twice mqtt.batch_messages (%d): "
+                        "ingest waits for the broker between groups; raise it",
+                        self.mqtt.receive_maximum, self.mqtt.batch_messages)
         self.log = log_
         self.router = TopicRouter(self.mqtt, settings.default_tenant)
         self.counters = MqttCounters()
