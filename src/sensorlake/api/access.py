@@ -85,11 +85,11 @@ class Access:
         return self.principal.tenant
 
     def _deny(self, action: str, what: str) -> HTTPException:
+        verb = action.replace("_device", "").replace("_", " ")
         if self.principal.kind == "anonymous":
-            return HTTPException(401, f"sign in to {action.replace('_', ' ')} {what}",
-                                 headers=BEARER)
+            return HTTPException(401, f"sign in to {verb} {what}", headers=BEARER)
         return HTTPException(403, f"your {self.principal.role.value} access may not "
-                             f"{action.replace('_', ' ')} {what}")
+                             f"{verb} {what} (see `sensorlake grants`)")
 
     def device(self, device_id: str, action: str) -> DeviceResource:
         """The device of the caller's tenant if the policies allow `action` on it."""

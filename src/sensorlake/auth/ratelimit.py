@@ -18,11 +18,11 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, key: str, per_minute: int) -> float | None:
+    def check(self, key: str, per_minute: int, burst: int | None = None) -> float | None:
         if per_minute <= 0:
             return None
         rate = per_minute / 60.0
-        capacity = max(1.0, rate * self.burst_seconds)
+        capacity = float(burst) if burst else max(1.0, rate * self.burst_seconds)
         now = time.monotonic()
         with self._lock:
             tokens, at = self._buckets.get(key, (capacity, now))

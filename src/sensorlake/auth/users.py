@@ -23,8 +23,8 @@ USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
 _NAME = re.compile(USER_NAME_PATTERN)
 MIN_PASSWORD = 10
 
-_hasher = PasswordHasher()  # Argon2id with the library's (RFC 9106 low-memory) parameters
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+DEFAULT_HASHER = PasswordHasher()
+"""Argon2id with argon2-cffi's defaults (RFC 9106 low-memory profile: 64 MiB, t=3, p=4)."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,18 @@ def format_window(start: int, end: int) -> str:
 class UserStore:
     """Create, list, disable users; check passwords; open and close sessions."""
 
-    def __init__(self, catalog: Catalog, tokens: TokenStore) -> None:
+    def __init__(self, catalog: Catalog, tokens: TokenStore,
+                 hasher: PasswordHasher = DEFAULT_HASHER) -> None:
         self.catalog = catalog
         self.tokens = tokens
+        self.hasher = hasher
+        self._dummy: str | None = None
+
+    def _dummy_hash(self) -> str:
+        """A hash to verify against when the user does not exist (same time either way)."""
+        if self._dummy is None:
+            self._dummy = self.hasher.hash(secrets.token_hex(16))
+        return self._dummy
 
     def add(self, tenant: str, name: str, password: str, role: Role,
             window: tuple[int, int] = (0, 1440)) -> User:
@@ -82,7 +91,7 @@ class UserStore:
         self.catalog.write([(
             "INSERT INTO users (uid, tenant, name, role, password_hash, window_start,"
             " window_end, created_at) VALUES (?,?,?,?,?,?,?,?)",
-            (uid, tenant, name, role.value, _hasher.hash(password), window[0], window[1],
+            (uid, tenant, name, role.value, self.hasher.hash(password), window[0], window[1],
              datetime.now(UTC).isoformat()))])
         return self.get(tenant, name)
 
@@ -114,18 +123,18 @@ class UserStore:
         rows = self.catalog.execute(
             "SELECT uid, role, password_hash FROM users WHERE tenant=? AND name=? AND"
             " disabled_at IS NULL", (tenant, name))
-        stored = rows[0][2] if rows else _DUMMY_HASH
+        stored = rows[0][2] if rows else self._dummy_hash()
         try:
-            _hasher.verify(stored, password)
+            self.hasher.verify(stored, password)
             ok = bool(rows)
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok:
             raise AuthError("wrong tenant, user name or password")
         uid, role, _ = rows[0]
-        if _hasher.check_needs_rehash(stored):
+        if self.hasher.check_needs_rehash(stored):
             self.catalog.write([("UPDATE users SET password_hash=? WHERE uid=?",
-                                 (_hasher.hash(password), uid))], bump=False)
+                                 (self.hasher.hash(password), uid))], bump=False)
         return self.tokens.create(Role(role), tenant, label=f"session of {name}",
                                   expires_in=timedelta(hours=hours), user_uid=uid,
                                   kind="session")

@@ -14,6 +14,8 @@ from sensorlake.auth.users import format_window
 from sensorlake.errors import AuthError
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+LOGINS_PER_MINUTE = 20
+"""Login attempts per client address (slows down password guessing)."""
 
 
 class Login(BaseModel):
@@ -40,7 +42,8 @@ class Session(BaseModel):
              openapi_extra={"security": []})
 def login(body: Login, request: Request, runtime: RuntimeDep) -> Session:
     client = request.client.host if request.client else "?"
-    wait = runtime.auth.rate_limiter.check(f"login:{client}", 30)
+    wait = runtime.auth.rate_limiter.check(f"login:{client}", LOGINS_PER_MINUTE,
+                                           burst=LOGINS_PER_MINUTE)
     if wait is not None:
         raise HTTPException(429, f"too many login attempts: retry after {wait:g} s",
                             headers={"Retry-After": f"{wait:g}"})

@@ -37,13 +37,14 @@ def requested_devices(access: Access, devices: list[str] | None,
                       action: str) -> tuple[str, ...] | None:
     """The devices a multi-device route reads: the caller's scope, cut to `devices` when
     given; an asked-for device outside it is 404 (other tenant) or 403 (not allowed)."""
-    scope = access.tenant(action)
     if not devices:
-        return scope.device_ids
+        return access.tenant(action).device_ids
     known = access.runtime.registry.uids(access.tenant_id)
     for device_id in devices:
         if device_id not in known:
             raise HTTPException(404, f"no device '{device_id}' in your tenant")
+    scope = access.tenant(action)
+    for device_id in devices:
         if not scope.allows(device_id):
             raise access._deny(action, f"device '{device_id}'")
     return tuple(dict.fromkeys(devices))
