@@ -19,12 +19,12 @@ import httpx
 import orjson
 import pytest
 from argon2 import PasswordHasher
-from services import in_ci, require_binary
 
 from sensorlake.auth.tokens import Role
 from sensorlake.config import load_settings
 from sensorlake.runtime import Runtime
 from sensorlake.simulator import envelope, fleet
+from services import in_ci, require_binary
 
 DEVICES = 14
 PASSWORD = "dashboard password"
@@ -80,7 +80,7 @@ def server(tmp_path: Path) -> Iterator[Runtime]:
     thread.join(timeout=60)
 
 
-def _browser():  # noqa: ANN202
+def _browser():
     require_binary("chromium", "/usr/bin/chromium")
     driver_path = require_binary("chromedriver", "/usr/bin/chromedriver")
     try:
@@ -100,7 +100,7 @@ def _browser():  # noqa: ANN202
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
 
 
-def _wait(driver, condition, timeout: float = 30.0):  # noqa: ANN001, ANN202
+def _wait(driver, condition, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while True:
         value = driver.execute_script(condition)
