@@ -99,3 +99,17 @@ class World:
 
     def close(self) -> None:
         self.runtime.close()
+
+
+def app_routes() -> list[tuple[str, str]]:
+    """(method, path) of every APIRoute of the app, included routers too."""
+    from fastapi.routing import APIRoute
+
+    app = create_app(object(), fast_path=False)  # type: ignore[arg-type]
+    try:  # newer FastAPI keeps included routers lazily; this walks them
+        from fastapi.routing import iter_route_contexts
+        pairs = [(ctx.original_route, ctx.path) for ctx in iter_route_contexts(app.routes)]
+    except ImportError:
+        pairs = [(route, getattr(route, "path", None)) for route in app.routes]
+    return sorted({(method, path) for route, path in pairs if isinstance(route, APIRoute)
+                   for method in route.methods if method != "HEAD"})
