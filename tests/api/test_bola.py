@@ -16,6 +16,8 @@ import orjson
 import pytest
 from world import PASSWORD, PRINCIPALS, World, app_routes
 
+from sensorlake.auth.ratelimit import RateLimiter
+
 OK = 200
 
 
@@ -95,6 +97,7 @@ def fill(text: str, world: World, tenant: str) -> str:
 def test_matrix(world: World, tenant: str) -> None:
     failures = []
     world.runtime.settings.api.public_tenant = tenant  # the anonymous visitor's tenant
+    world.runtime.auth.rate_limiter = RateLimiter()  # a fresh login budget for this run
     for method, path, statuses, body, other in ROUTES:
         assert not other or statuses[0] == 404, f"{path}: another tenant's id must be 404"
         # owner last: its requests may change the world (delete, logout)

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from services import require_binary, require_service, unique_name
 
 from sensorlake.aqi import US_EPA_CATEGORIES
+from services import require_binary, require_service, unique_name
 
 ROOT = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 
