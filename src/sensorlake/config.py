@@ -101,7 +101,7 @@ class IngestSettings(Section):
 
 class ApiSettings(Section):
     max_points: int = Field(
-        50_000, gt=0, description="Most points one readings response may hold; beyond it the "
+        100_000, gt=0, description="Most points one readings response may hold; beyond it the "
         "API asks for a wider `every` (422) or pages with `next`.")
     auto_points: int = Field(
         600, gt=0, description="Points per metric that `every=auto` aims for (charts).")

@@ -6,10 +6,12 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import polars as pl
 from fastapi import APIRouter, HTTPException, Query
+from starlette.responses import Response
 
 from sensorlake.api.access import AccessDep
-from sensorlake.api.deps import RuntimeDep
+from sensorlake.api.deps import RuntimeDep, json_response
 from sensorlake.api.routes.readings import ERRORS, iso_rows, requested_devices
 from sensorlake.aqi import uk_daqi_band, us_epa_category
 
@@ -53,14 +55,15 @@ def latest(runtime: RuntimeDep, access: AccessDep,
            metric: Annotated[str | None, Query(description="e.g. pm2_5",
                                                examples=["aqi_us"])] = None,
            device: Annotated[list[str] | None, Query(
-               description="Only these devices (repeatable)")] = None) -> dict:
+               description="Only these devices (repeatable)")] = None) -> Response:
     devices = requested_devices(access, device, "read_latest")
     table = runtime.hot.latest(access.tenant_id, (metric,) if metric else None, devices)
     rows = table.to_pylist()
     for row in rows:
-        row.update(aqi_fields(row["metric"], row["value"]))
-    return {"meta": {"tenant": access.tenant_id, "metric": metric, "count": len(rows)},
-            "results": iso_rows(rows)}
+        if row["metric"] in ("aqi_us", "aqi_uk"):
+            row.update(aqi_fields(row["metric"], row["value"]))
+    return json_response({"meta": {"tenant": access.tenant_id, "metric": metric,
+                                   "count": len(rows)}, "results": iso_rows(rows)})
 
 
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
@@ -93,47 +96,58 @@ def map_layer(runtime: RuntimeDep, access: AccessDep,
                                            examples=["aqi_us"])] = "aqi_us",
               bbox: Annotated[str | None, Query(
                   description="west,south,east,north (degrees)",
-                  examples=["4.9,52.0,5.3,52.2"])] = None) -> dict[str, Any]:
+                  examples=["4.9,52.0,5.3,52.2"])] = None) -> Response:
     box = parse_bbox(bbox)
     scope = access.tenant("read_map")
     tenant = access.tenant_id
-    devices = {d.id: d for d in runtime.registry.list(tenant) if scope.allows(d.id)}
-    rows = runtime.hot.latest(tenant, None, scope.device_ids).to_pylist()
+    devices = {r[0]: r[1:] for r in runtime.catalog.execute(
+        "SELECT id, name, type, lat, lon FROM devices WHERE tenant=?", (tenant,))
+        if scope.allows(r[0])}
+    per_device = _latest_per_device(runtime.hot.latest(tenant, None, scope.device_ids))
     now = time.time()
-    latest: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = latest.setdefault(row["device_id"], {"values": {}, "ts": row["ts"],
-                                                     "lat": None, "lon": None, "at": None})
-        entry["values"][row["metric"]] = row["value"]
-        entry["ts"] = max(entry["ts"], row["ts"])
-        if row["lat"] is not None and row["lon"] is not None and (
-                entry["at"] is None or row["ts"] > entry["at"]):
-            entry["lat"], entry["lon"], entry["at"] = row["lat"], row["lon"], row["ts"]
     features, unplaced = [], 0
-    for device_id in sorted(set(devices) | set(latest)):
-        device = devices.get(device_id)
-        entry = latest.get(device_id, {"values": {}, "ts": None, "lat": None, "lon": None})
-        lat = entry["lat"] if entry["lat"] is not None else (device.lat if device else None)
-        lon = entry["lon"] if entry["lon"] is not None else (device.lon if device else None)
+    for device_id in sorted(set(devices) | set(per_device)):
+        name, kind, static_lat, static_lon = devices.get(device_id, ("", "", None, None))
+        entry = per_device.get(device_id, {})
+        lat = entry.get("lat") if entry.get("lat") is not None else static_lat
+        lon = entry.get("lon") if entry.get("lon") is not None else static_lon
         if lat is None or lon is None:
             unplaced += 1
             continue
         if not inside(box, lon, lat):
             continue
-        ts: datetime | None = entry["ts"]
-        value = entry["values"].get(metric)
+        ts: datetime | None = entry.get("ts")
+        values = entry.get("values", {})
+        value = values.get(metric)
         features.append({"type": "Feature", "id": device_id,
                          "geometry": {"type": "Point", "coordinates": [lon, lat]},
                          "properties": {
-                             "device_id": device_id, "name": device.name if device else "",
-                             "type": device.type if device else "",
+                             "device_id": device_id, "name": name, "type": kind,
                              "ts": ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
                              if ts else None,
                              "age_seconds": round(now - ts.timestamp(), 1) if ts else None,
                              "value": value,
                              **({"colour": NO_DATA_COLOUR} | aqi_fields(metric, value)),
-                             "values": entry["values"]}})
-    return {"type": "FeatureCollection",
-            "meta": {"tenant": tenant, "metric": metric, "count": len(features),
-                     "without_location": unplaced},
-            "features": features}
+                             "values": values}})
+    return json_response({"type": "FeatureCollection",
+                          "meta": {"tenant": tenant, "metric": metric, "count": len(features),
+                                   "without_location": unplaced},
+                          "features": features})
+
+
+def _latest_per_device(table: Any) -> dict[str, dict[str, Any]]:
+    """device -> {ts (newest), lat/lon (of the newest row that has them), values}."""
+    if table.num_rows == 0:
+        return {}
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    placed = frame.filter(pl.col("lat").is_not_null() & pl.col("lon").is_not_null())
+    where = placed.sort("ts").group_by("device_id").agg(pl.col("lat").last(),
+                                                       pl.col("lon").last())
+    newest = frame.group_by("device_id").agg(pl.col("ts").max(), pl.col("metric"),
+                                             pl.col("value"))
+    out: dict[str, dict[str, Any]] = {}
+    for row in newest.join(where, on="device_id", how="left").iter_rows(named=True):
+        out[row["device_id"]] = {"ts": row["ts"], "lat": row["lat"], "lon": row["lon"],
+                                 "values": dict(zip(row["metric"], row["value"], strict=True))}
+    return out

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from starlette.responses import Response
 
 from sensorlake.api.access import Access, AccessDep
-from sensorlake.api.deps import RuntimeDep
+from sensorlake.api.deps import RuntimeDep, json_response
 from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cursor, plan_range
 from sensorlake.errors import InputError, QueryTimeout
 from sensorlake.timeparse import format_duration
@@ -81,27 +82,28 @@ def meta(plan: RangePlan, rows: list[dict]) -> dict[str, Any]:
             responses={200: {"content": {"application/json": {"example": READINGS_EXAMPLE}}},
                        **ERRORS})
 def device_readings(device_id: str, runtime: RuntimeDep, access: AccessDep,
-                    params: RangeDep) -> dict:
+                    params: RangeDep) -> Response:
     access.device(device_id, "read_readings")
     plan, rows = run_range(runtime, access.tenant_id, (device_id,), params)
     several = len(plan.query.metrics) > 1
     results = [{"ts": r["ts"], "value": r["value"],
                 **({"metric": r["metric"]} if several else {}),
                 **({"count": r["count"]} if plan.query.every else {})} for r in rows]
-    return {"meta": {"device": device_id, **meta(plan, rows)}, "results": iso_rows(results)}
+    return json_response({"meta": {"device": device_id, **meta(plan, rows)},
+                          "results": iso_rows(results)})
 
 
 @router.get("/readings", summary="Readings of several devices (all you may read by default)",
             responses=ERRORS)
 def readings(runtime: RuntimeDep, access: AccessDep, params: RangeDep,
              device: Annotated[list[str] | None, Query(
-                 description="Only these devices (repeatable)")] = None) -> dict:
+                 description="Only these devices (repeatable)")] = None) -> Response:
     devices = requested_devices(access, device, "read_readings")
     plan, rows = run_range(runtime, access.tenant_id, devices, params)
     results = [{"device_id": r["device_id"], "metric": r["metric"], "ts": r["ts"],
                 "value": r["value"], **({"count": r["count"]} if plan.query.every else {})}
                for r in rows]
-    return {"meta": meta(plan, rows), "results": iso_rows(results)}
+    return json_response({"meta": meta(plan, rows), "results": iso_rows(results)})
 
 
 def iso(value: datetime) -> str:
