@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import polars as pl
@@ -12,7 +11,8 @@ from starlette.responses import Response
 
 from sensorlake.api.access import AccessDep
 from sensorlake.api.deps import RuntimeDep, json_response
-from sensorlake.api.routes.readings import ERRORS, iso_rows, requested_devices
+from sensorlake.api.encode import ISO, frame, iso_columns, rows_json, with_aqi
+from sensorlake.api.routes.readings import ERRORS, requested_devices
 from sensorlake.aqi import uk_daqi_band, us_epa_category
 
 router = APIRouter(prefix="/api/v1", tags=["latest"])
@@ -58,12 +58,9 @@ def latest(runtime: RuntimeDep, access: AccessDep,
                description="Only these devices (repeatable)")] = None) -> Response:
     devices = requested_devices(access, device, "read_latest")
     table = runtime.hot.latest(access.tenant_id, (metric,) if metric else None, devices)
-    rows = table.to_pylist()
-    for row in rows:
-        if row["metric"] in ("aqi_us", "aqi_uk"):
-            row.update(aqi_fields(row["metric"], row["value"]))
+    rows = iso_columns(with_aqi(frame(table)))
     return json_response({"meta": {"tenant": access.tenant_id, "metric": metric,
-                                   "count": len(rows)}, "results": iso_rows(rows)})
+                                   "count": rows.height}, "results": rows_json(rows)})
 
 
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
@@ -116,16 +113,15 @@ def map_layer(runtime: RuntimeDep, access: AccessDep,
             continue
         if not inside(box, lon, lat):
             continue
-        ts: datetime | None = entry.get("ts")
+        epoch: float | None = entry.get("epoch")
         values = entry.get("values", {})
         value = values.get(metric)
         features.append({"type": "Feature", "id": device_id,
                          "geometry": {"type": "Point", "coordinates": [lon, lat]},
                          "properties": {
                              "device_id": device_id, "name": name, "type": kind,
-                             "ts": ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-                             if ts else None,
-                             "age_seconds": round(now - ts.timestamp(), 1) if ts else None,
+                             "ts": entry.get("ts"),
+                             "age_seconds": round(now - epoch, 1) if epoch else None,
                              "value": value,
                              **({"colour": NO_DATA_COLOUR} | aqi_fields(metric, value)),
                              "values": values}})
@@ -136,18 +132,20 @@ def map_layer(runtime: RuntimeDep, access: AccessDep,
 
 
 def _latest_per_device(table: Any) -> dict[str, dict[str, Any]]:
-    """device -> {ts (newest), lat/lon (of the newest row that has them), values}."""
+    """device -> {ts (newest, ISO), epoch, lat/lon (of the newest row that has them), values}."""
     if table.num_rows == 0:
         return {}
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    placed = frame.filter(pl.col("lat").is_not_null() & pl.col("lon").is_not_null())
+    data = frame(table)
+    placed = data.filter(pl.col("lat").is_not_null() & pl.col("lon").is_not_null())
     where = placed.sort("ts").group_by("device_id").agg(pl.col("lat").last(),
                                                        pl.col("lon").last())
-    newest = frame.group_by("device_id").agg(pl.col("ts").max(), pl.col("metric"),
-                                             pl.col("value"))
+    newest = (data.group_by("device_id")
+              .agg(pl.col("ts").max(), pl.col("metric"), pl.col("value"))
+              .with_columns(epoch=pl.col("ts").dt.epoch("us") / 1e6,
+                            ts=pl.col("ts").dt.convert_time_zone("UTC").dt.to_string(ISO)))
     out: dict[str, dict[str, Any]] = {}
     for row in newest.join(where, on="device_id", how="left").iter_rows(named=True):
-        out[row["device_id"]] = {"ts": row["ts"], "lat": row["lat"], "lon": row["lon"],
+        out[row["device_id"]] = {"ts": row["ts"], "epoch": row["epoch"], "lat": row["lat"],
+                                 "lon": row["lon"],
                                  "values": dict(zip(row["metric"], row["value"], strict=True))}
     return out

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Query
 from starlette.responses import Response
 
 from sensorlake.api.access import Access, AccessDep
 from sensorlake.api.deps import RuntimeDep, json_response
+from sensorlake.api.encode import frame, iso_columns, rows_json
 from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cursor, plan_range
 from sensorlake.errors import InputError, QueryTimeout
 from sensorlake.timeparse import format_duration
@@ -52,7 +54,7 @@ def requested_devices(access: Access, devices: list[str] | None,
 
 
 def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
-              params: RangeParams) -> tuple[RangePlan, list[dict]]:
+              params: RangeParams) -> tuple[RangePlan, pa.Table]:
     settings = runtime.settings.api
     count = len(devices) if devices is not None else max(1, len(runtime.registry.uids(tenant)))
     try:
@@ -63,16 +65,16 @@ def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
         raise HTTPException(422, str(exc)) from None
     except QueryTimeout as exc:
         raise HTTPException(504, str(exc)) from None
-    return plan, table.to_pylist()
+    return plan, table
 
 
-def meta(plan: RangePlan, rows: list[dict]) -> dict[str, Any]:
+def meta(plan: RangePlan, table: pa.Table) -> dict[str, Any]:
     query = plan.query
-    truncated = len(rows) >= query.limit
-    last = rows[-1] if rows else None
+    truncated = table.num_rows >= query.limit
+    last = table.slice(table.num_rows - 1).to_pylist()[0] if table.num_rows else None
     return {"metrics": list(query.metrics), "from": iso(query.start), "to": iso(query.end),
             "every": format_duration(query.every) if query.every else None,
-            "agg": query.agg if query.every else None, "count": len(rows),
+            "agg": query.agg if query.every else None, "count": table.num_rows,
             "truncated": truncated, "source": plan.source,
             "next": encode_cursor(last["device_id"], last["metric"], last["ts"])
             if truncated and last else None}
@@ -84,13 +86,12 @@ def meta(plan: RangePlan, rows: list[dict]) -> dict[str, Any]:
 def device_readings(device_id: str, runtime: RuntimeDep, access: AccessDep,
                     params: RangeDep) -> Response:
     access.device(device_id, "read_readings")
-    plan, rows = run_range(runtime, access.tenant_id, (device_id,), params)
-    several = len(plan.query.metrics) > 1
-    results = [{"ts": r["ts"], "value": r["value"],
-                **({"metric": r["metric"]} if several else {}),
-                **({"count": r["count"]} if plan.query.every else {})} for r in rows]
-    return json_response({"meta": {"device": device_id, **meta(plan, rows)},
-                          "results": iso_rows(results)})
+    plan, table = run_range(runtime, access.tenant_id, (device_id,), params)
+    columns = ["ts", "value", *(["metric"] if len(plan.query.metrics) > 1 else []),
+               *(["count"] if plan.query.every else [])]
+    rows = iso_columns(frame(table).select(columns))
+    return json_response({"meta": {"device": device_id, **meta(plan, table)},
+                          "results": rows_json(rows)})
 
 
 @router.get("/readings", summary="Readings of several devices (all you may read by default)",
@@ -99,11 +100,10 @@ def readings(runtime: RuntimeDep, access: AccessDep, params: RangeDep,
              device: Annotated[list[str] | None, Query(
                  description="Only these devices (repeatable)")] = None) -> Response:
     devices = requested_devices(access, device, "read_readings")
-    plan, rows = run_range(runtime, access.tenant_id, devices, params)
-    results = [{"device_id": r["device_id"], "metric": r["metric"], "ts": r["ts"],
-                "value": r["value"], **({"count": r["count"]} if plan.query.every else {})}
-               for r in rows]
-    return json_response({"meta": meta(plan, rows), "results": iso_rows(results)})
+    plan, table = run_range(runtime, access.tenant_id, devices, params)
+    columns = ["device_id", "metric", "ts", "value", *(["count"] if plan.query.every else [])]
+    rows = iso_columns(frame(table).select(columns))
+    return json_response({"meta": meta(plan, table), "results": rows_json(rows)})
 
 
 def iso(value: datetime) -> str:
