@@ -1,13 +1,15 @@
 """Read API latency on a large hot store while ingest runs: latest, the map layer, a range.
 
-    python bench/api.py [--readings 10000000] [--devices 1000] [--requests 200]
+    python bench/api.py [--readings 10000000] [--devices 1000] [--days 7] [--requests 200]
                         [--ingest-per-second 200]
 
-Builds a data folder whose DuckDB hot store holds `--readings` readings (devices x 5 metrics
-x one reading a minute, ending now; written with one INSERT ... SELECT so that setup takes
-seconds), registers the devices, starts `sensorlake up` in a subprocess, keeps a background
-client posting NDJSON envelopes (`--ingest-per-second`, each with 5 readings), and times
-`--requests` sequential calls of each route from this process:
+Builds a data folder whose DuckDB hot store holds `--readings` readings (devices x 5 metrics,
+evenly spread over the last `--days` days, ending now; `--days 0` packs them one a minute,
+the densest layout, where a 24 h range touches most of the table; written with one
+INSERT ... SELECT so that setup takes seconds), registers the devices, starts
+`sensorlake up` in a subprocess, keeps a background client posting NDJSON envelopes
+(`--ingest-per-second`, each with 5 readings), and times `--requests` sequential calls of
+each route from this process:
 
     latest   GET /api/v1/latest?metric=aqi_us
     map      GET /api/v1/map
@@ -44,9 +46,10 @@ METRICS = ("pm2_5", "pm10", "aqi_us", "temperature", "humidity")
 FLOORS_MS = {"latest": 200.0, "map": 200.0, "range": 100.0}
 
 
-def prefill(data: Path, readings: int, devices: int) -> int:
+def prefill(data: Path, readings: int, devices: int, days: float = 0) -> int:
     """`readings` rows (rounded to whole series) ending now, plus the latest table."""
     points = max(1, readings // (devices * len(METRICS)))
+    step_s = max(1, int(days * 86400 / points)) if days else 60
     DuckDBStore(data / "hot" / "readings.duckdb").close()  # creates the schema
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     conn = duckdb.connect(str(data / "hot" / "readings.duckdb"))
@@ -55,9 +58,9 @@ def prefill(data: Path, readings: int, devices: int) -> int:
     conn.execute(f"""
         INSERT INTO readings
         SELECT 'default', printf('d-%05d', d.range), m.metric,
-               TIMESTAMPTZ '{end.isoformat()}' - to_minutes(p.range::BIGINT),
+               TIMESTAMPTZ '{end.isoformat()}' - to_seconds(p.range::BIGINT * {step_s}),
                round(5 + 30 * (0.5 + 0.5 * sin(p.range / 90.0 + d.range)), 1), 0,
-               TIMESTAMPTZ '{end.isoformat()}' - to_minutes(p.range::BIGINT),
+               TIMESTAMPTZ '{end.isoformat()}' - to_seconds(p.range::BIGINT * {step_s}),
                52.0 + d.range % 100 / 500.0, 5.0 + d.range // 100 / 500.0, NULL
         FROM range({devices}) d, (SELECT unnest([{metrics}]) AS metric) m, range({points}) p
         ORDER BY 4""")
@@ -118,6 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readings", type=int, default=10_000_000)
     parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--days", type=float, default=7,
+                        help="Spread the readings over this many days (0: one a minute).")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--ingest-per-second", type=int, default=200)
     args = parser.parse_args()
@@ -125,7 +130,7 @@ def main() -> None:
     data = root / "data"
     try:
         started = time.monotonic()
-        total = prefill(data, args.readings, args.devices)
+        total = prefill(data, args.readings, args.devices, args.days)
         catalog = Catalog(data / "catalog.db")
         DeviceRegistry(catalog).upsert([
             Device(id=f"d-{i:05d}", type="air_quality", lat=52.0 + i % 100 / 500,
@@ -164,6 +169,7 @@ def main() -> None:
             rows.append((f"{name} p50 / p99", f"{p50:.1f} / {p99:.1f} ms (floor p99 <= "
                                               f"{FLOORS_MS[name]:.0f} ms)"))
         command = (f"python bench/api.py --readings {args.readings} --devices {args.devices} "
+                   f"--days {args.days:g} "
                    f"--requests {args.requests} --ingest-per-second {args.ingest_per_second}")
         append_results("Read API latency while ingesting", command, rows)
         if not ok:
