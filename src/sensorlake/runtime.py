@@ -25,6 +25,7 @@ from sensorlake.auth.services import AuthServices
 from sensorlake.auth.tokens import TokenStore
 from sensorlake.catalog import Catalog
 from sensorlake.config import Settings
+from sensorlake.ingest.appender import LogAppender
 from sensorlake.log import open_log
 from sensorlake.pipeline import Worker
 from sensorlake.process.base import Context
@@ -32,6 +33,7 @@ from sensorlake.registry import DeviceRegistry
 from sensorlake.store.duckdb import DuckDBStore
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.quarantine import SQLiteQuarantine
+from sensorlake.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Runtime:
         self.tokens = TokenStore(self.catalog)
         self.auth = AuthServices(self.catalog, self.registry, self.tokens, settings)
         self.log = open_log(settings)
+        self.appender = LogAppender(self.log)
         self.lake = ParquetLake(settings.path("lake"), settings.lake.compression,
                                 settings.lake.compression_level)
         self.hot = DuckDBStore(settings.path("hot", "readings.duckdb"), self.lake,
@@ -100,9 +103,7 @@ class Runtime:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start_worker(self) -> None:
-        self._worker_thread = threading.Thread(target=self._run_worker, name="worker",
-                                               daemon=True)
-        self._worker_thread.start()
+        self._worker_thread = start_thread(self._run_worker, "worker")
 
     def _run_worker(self) -> None:
         last_retention = 0.0
@@ -120,7 +121,7 @@ class Runtime:
                         log.exception("retention failed; will try again in an hour")
             stop.set()
 
-        threading.Thread(target=maintain, name="maintenance", daemon=True).start()
+        start_thread(maintain, "maintenance")
         try:
             self.worker.run(stop)
         except Exception:
@@ -137,7 +138,8 @@ class Runtime:
         host = host or self.settings.http.host
         port = self.settings.http.port if port is None else port
         config = uvicorn.Config(create_app(self), host=host, port=port, log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+                                proxy_headers=False, server_header=False, date_header=False)
         self._server = server = uvicorn.Server(config)
         self.url = f"http://{host}:{port}"
 
@@ -149,7 +151,7 @@ class Runtime:
                 if on_started:
                     on_started(self)
 
-        threading.Thread(target=announce, name="announce", daemon=True).start()
+        start_thread(announce, "announce")
         previous = self._soften_signals()
         try:
             server.run()

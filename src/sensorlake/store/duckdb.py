@@ -1,10 +1,13 @@
 """The embedded hot store: one DuckDB file, with the lake behind it for old ranges.
 
 `readings` has no primary key or ART index (it would have to fit in memory at hundreds of
-millions of rows). Writes are insert-if-absent by an anti-join restricted to the batch's ts
-range, so DuckDB prunes row groups by their zone maps and only recent data is probed. A
-small `latest` table (one row per tenant, device, metric; primary key) is upserted in the
-same transaction. One parent connection; every call works on its own cursor; one lock
+millions of rows). Insert-if-absent rests on the small `latest` table (one row per tenant,
+device, metric; primary key), upserted in the same transaction as every insert, so that
+every stored reading of a key has `ts <= latest.ts`. A batch row newer than its key's latest
+cannot be stored yet and is inserted directly (the common case: devices report in order).
+Only when some are not (late data, retries, replays) are those rows checked against
+`readings`, by an anti-join restricted to their ts ranges so DuckDB prunes row groups by
+their zone maps. One parent connection; every call works on its own cursor; one lock
 serializes writes.
 """
 
@@ -19,7 +22,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sensorlake.errors import NotFound, QueryTimeout, SinkUnavailable
 from sensorlake.model import READING_SCHEMA
@@ -50,11 +52,37 @@ CREATE TABLE IF NOT EXISTS latest (
 
 UPSERT_LATEST = """
 INSERT INTO latest
-SELECT tenant, device_id, metric, ts, value, lat, lon FROM fresh
-QUALIFY row_number() OVER (PARTITION BY tenant, device_id, metric ORDER BY ts DESC) = 1
+SELECT tenant, device_id, metric, ts, newest.value, newest.lat, newest.lon FROM (
+    SELECT tenant, device_id, metric, max(ts) AS ts,
+           arg_max({'value': value, 'lat': lat, 'lon': lon}, ts) AS newest
+    FROM batch GROUP BY tenant, device_id, metric)
 ON CONFLICT (tenant, device_id, metric) DO UPDATE
 SET ts = excluded.ts, value = excluded.value, lat = excluded.lat, lon = excluded.lon
 WHERE excluded.ts > latest.ts
+"""
+"""The newest row of each key in the batch becomes its latest, unless one at least as new is
+stored (duplicates and late rows never move it: first stored wins, as in `readings`)."""
+
+INSERT_NEWER = """
+INSERT INTO readings
+SELECT b.* FROM batch b LEFT JOIN latest l
+  ON l.tenant = b.tenant AND l.device_id = b.device_id AND l.metric = b.metric
+WHERE l.ts IS NULL OR b.ts > l.ts
+"""
+
+LATE_TS = """
+SELECT epoch_us(b.ts) AS ts FROM batch b JOIN latest l
+  ON l.tenant = b.tenant AND l.device_id = b.device_id AND l.metric = b.metric
+WHERE b.ts <= l.ts
+"""
+
+INSERT_LATE_ABSENT = """
+INSERT INTO readings
+SELECT b.* FROM batch b JOIN latest l
+  ON l.tenant = b.tenant AND l.device_id = b.device_id AND l.metric = b.metric
+WHERE b.ts <= l.ts AND b.ts BETWEEN {span} AND NOT EXISTS (
+  SELECT 1 FROM readings r WHERE r.tenant = b.tenant AND r.device_id = b.device_id
+  AND r.metric = b.metric AND r.ts = b.ts AND r.ts BETWEEN {span})
 """
 
 RANGE_GAP_US = 3_600_000_000
@@ -121,9 +149,6 @@ class DuckDBStore:
         if not read_only:
             self._conn.execute(SCHEMA_SQL)
         self._writer = self._conn.cursor()
-        if not read_only:
-            self._writer.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS fresh AS SELECT * FROM readings LIMIT 0")
 
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -145,25 +170,19 @@ class DuckDBStore:
         batch = dedupe_first(conform(readings))
         if batch.num_rows == 0:
             return 0
-        ranges = ts_ranges(pc.cast(batch.column("ts"), pa.int64()).to_numpy())
         with self._write_lock:
             cur = self._writer
             cur.register("batch", batch)
             try:
                 cur.execute("BEGIN TRANSACTION")
-                cur.execute("DELETE FROM fresh")
-                for lo, hi in ranges:
-                    span = f"{ts_literal(lo)} AND {ts_literal(hi)}"
-                    cur.execute(
-                        "INSERT INTO fresh SELECT b.* FROM batch b "
-                        f"WHERE b.ts BETWEEN {span} AND NOT EXISTS ("
-                        "SELECT 1 FROM readings r WHERE r.tenant = b.tenant "
-                        "AND r.device_id = b.device_id AND r.metric = b.metric "
-                        f"AND r.ts = b.ts AND r.ts BETWEEN {span})")
-                added = cur.sql("SELECT count(*) FROM fresh").fetchall()[0][0]
-                if added:
-                    cur.execute("INSERT INTO readings SELECT * FROM fresh")
-                    cur.execute(UPSERT_LATEST)
+                added = cur.execute(INSERT_NEWER).fetchall()[0][0]
+                if added < batch.num_rows:  # some rows are at or before their key's latest
+                    late = cur.sql(LATE_TS).to_arrow_table().column("ts").to_numpy()
+                    for lo, hi in ts_ranges(late):
+                        span = f"{ts_literal(lo)} AND {ts_literal(hi)}"
+                        added += cur.execute(
+                            INSERT_LATE_ABSENT.format(span=span)).fetchall()[0][0]
+                cur.execute(UPSERT_LATEST)
                 cur.execute("COMMIT")
             except duckdb.Error as exc:
                 with contextlib.suppress(duckdb.Error):
