@@ -27,6 +27,7 @@ from sensorlake.catalog import Catalog
 from sensorlake.config import Settings
 from sensorlake.ingest.appender import LogAppender
 from sensorlake.log import open_log
+from sensorlake.ops.embedded import Ops
 from sensorlake.pipeline import Worker
 from sensorlake.process.base import Context
 from sensorlake.registry import DeviceRegistry
@@ -75,6 +76,7 @@ class Runtime:
         self._context_checked = 0.0
         self.worker = Worker(settings, self.log, self.hot, self.lake, self.quarantine,
                              self.context, on_unknown_devices=self._auto_register)
+        self.ops = Ops(self)
         self._stop = threading.Event()
         self._worker_thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -104,6 +106,7 @@ class Runtime:
     # -- lifecycle --------------------------------------------------------------------------
     def start_worker(self) -> None:
         self._worker_thread = start_thread(self._run_worker, "worker")
+        self.ops.start()
 
     def _run_worker(self) -> None:
         last_retention = 0.0
@@ -112,6 +115,8 @@ class Runtime:
         def maintain() -> None:
             nonlocal last_retention
             while not self._stop.wait(5):
+                if self.settings.jobs.enabled:
+                    continue  # the scheduler's `retention` job does it
                 if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:
                     last_retention = time.monotonic()
                     try:
@@ -180,6 +185,7 @@ class Runtime:
     def close(self) -> None:
         """Finish the current batch, write the pending lake span, ack, close files."""
         self._stop.set()
+        self.ops.close()
         if self._worker_thread is not None:
             self._worker_thread.join(timeout=120)
         self._remove_run_file()

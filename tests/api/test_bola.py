@@ -73,6 +73,14 @@ ROUTES = [
     row("GET", "/api/v1/audit", (OK, 403, 403, 403, 403, 401)),
     row("POST", "/api/v1/ingest", (OK, 403, 403, 403, 403, 401),
         {"device": "{T}-aq-1", "readings": {"pm2_5": 3.0}}),
+    row("GET", "/livez", (OK,) * 6),
+    row("GET", "/readyz", (503,) * 6),  # no worker in this world
+    row("GET", "/metrics", (OK,) * 6),  # status.metrics_public (default true)
+    row("GET", "/api/v1/alerts", (OK, 403, 403, 403, 403, 401)),
+    row("GET", "/api/v1/jobs", (OK, 403, 403, 403, 403, 401)),
+    row("GET", "/api/v1/jobs/runs", (OK, 403, 403, 403, 403, 401)),
+    row("GET", "/api/v1/jobs/runs/999999", (404, 403, 403, 403, 403, 401)),
+    row("POST", "/api/v1/jobs/no-such-job/runs", (404, 403, 403, 403, 403, 401), {}),
     # last: these change the world
     row("DELETE", "/api/v1/devices/{T}-spare", (204, 403, 403, 403, 403, 401)),
     # utility_in and utility_out share one session: the first (out, see the order) ends it
@@ -121,7 +129,8 @@ def test_every_route_is_in_the_matrix() -> None:
     covered = {(m, p.split("?")[0].replace("{T}-aq-2", "{device_id}")
                 .replace("{T}-energy-1", "{device_id}").replace("{X}-aq-2", "{device_id}")
                 .replace("{T}-spare", "{device_id}").replace("{X}-spare", "{device_id}")
-                .replace("{X_TOKEN}", "{token_id}").replace("{X_GRANT}", "{grant_id}"))
+                .replace("{X_TOKEN}", "{token_id}").replace("{X_GRANT}", "{grant_id}")
+                .replace("999999", "{run_id}").replace("no-such-job", "{name}"))
                for m, p, *_ in ROUTES}
     assert len(APP_ROUTES) > 20, APP_ROUTES
     missing = [f"{m} {p}" for m, p in APP_ROUTES if (m, p) not in covered]

@@ -30,7 +30,7 @@ from sensorlake.registry import Device, DeviceRegistry
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 DEVICE_ACTIONS = [a for a in ACTION_SCOPE if a not in (
     "list_devices", "read_quarantine", "read_status", "create_device", "manage_tokens",
-    "manage_grants", "read_audit")]
+    "manage_grants", "read_audit", "run_jobs")]
 
 
 class Setup:

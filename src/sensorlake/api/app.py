@@ -20,6 +20,7 @@ from sensorlake.api.routes import (
     exports,
     ingest,
     latest,
+    operations,
     ops,
     readings,
 )
@@ -41,6 +42,7 @@ def create_app(runtime: Runtime, fast_path: bool = True) -> Any:
     app.include_router(ingest.router)
     app.include_router(readings.router)
     app.include_router(ops.router)
+    app.include_router(operations.router)
     for router in (devices, latest, exports, auth, admin, dashboard):
         app.include_router(router.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

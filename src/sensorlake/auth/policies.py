@@ -37,7 +37,7 @@ ACTION_SCOPE = {
     "list_devices": "read", "read_quarantine": "read", "read_status": "read",
     "export_readings": "export", "ingest": "write", "create_device": "admin",
     "manage_tokens": "admin", "manage_grants": "admin", "read_audit": "admin",
-    "update_device": "admin", "delete_device": "admin",
+    "update_device": "admin", "delete_device": "admin", "run_jobs": "admin",
 }
 """Every action in the schema and the token scope (action group) it belongs to."""
 

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import access, devices, query, run, tokens
+from sensorlake.cli import access, cost, devices, jobs, query, run, status, tokens
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -35,6 +35,13 @@ app.add_typer(query.quarantine_app, name="quarantine")
 app.command("query")(query.query)
 app.command("up")(run.up)
 app.command("demo")(run.demo)
+app.command("cost")(cost.cost)
+app.command("status")(status.status)
+app.command("replay")(jobs.replay)
+app.add_typer(jobs.app, name="jobs")
+run_app = typer.Typer(help="Run one role of sensorlake on its own.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+run_app.command("scheduler")(jobs.run_scheduler)
 
 
 def _version(value: bool) -> None:

@@ -22,10 +22,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sensorlake.errors import NotFound, QueryTimeout, SinkUnavailable
 from sensorlake.model import READING_SCHEMA
-from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, ReadingQuery
+from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, WINDOW_SCHEMA, ReadingQuery
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.memory import conform, dedupe_first
 from sensorlake.store.query import (
@@ -37,6 +38,7 @@ from sensorlake.store.query import (
     series_sql,
     ts_literal,
     utc,
+    window_sql,
 )
 
 SCHEMA_SQL = """
@@ -84,6 +86,11 @@ WHERE b.ts <= l.ts AND b.ts BETWEEN {span} AND NOT EXISTS (
   SELECT 1 FROM readings r WHERE r.tenant = b.tenant AND r.device_id = b.device_id
   AND r.metric = b.metric AND r.ts = b.ts AND r.ts BETWEEN {span})
 """
+
+REPLACE_LATEST = UPSERT_LATEST.replace("FROM batch GROUP BY", "FROM replayed GROUP BY") \
+    .replace("excluded.ts > latest.ts", "excluded.ts >= latest.ts")
+"""Replay: the rows it inserted move `latest`, a re-derived reading at the same ts too (its
+value was fixed). Rows it did not insert (another offset holds the key) never do."""
 
 RANGE_GAP_US = 3_600_000_000
 """Readings further apart than this in one batch are probed as separate ts ranges."""
@@ -200,6 +207,59 @@ class DuckDBStore:
                             params=[first, last]).to_arrow_table()
         return table.cast(READING_SCHEMA)
 
+    def replace_span(self, first: int, last: int, readings: pa.Table,
+                     device_ids: tuple[str, ...] | None = None,
+                     tenant: str | None = None) -> int:
+        """Replay: swap the rows first stored by offsets first..last for `readings`, in one
+        transaction (see HotStore.replace_span)."""
+        batch = dedupe_first(conform(readings))
+        devices = "" if device_ids is None else \
+            f" AND device_id IN ({', '.join('?' for _ in device_ids)})"
+        if tenant is not None:
+            devices += " AND tenant = ?"
+        params: list[object] = [first, last, *(device_ids or ()),
+                                *(() if tenant is None else (tenant,))]
+        key = "r.tenant = x.tenant AND r.device_id = x.device_id AND r.metric = x.metric"
+        with self._write_lock:
+            cur = self._writer
+            cur.register("batch", batch)
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute("CREATE OR REPLACE TEMP TABLE gone AS SELECT DISTINCT tenant, "
+                            "device_id, metric FROM readings WHERE log_offset BETWEEN ? AND ?"
+                            + devices, params)
+                cur.execute("DELETE FROM readings WHERE log_offset BETWEEN ? AND ?" + devices,
+                            params)
+                bounds = "TRUE"
+                if batch.num_rows:  # zone maps prune the probe to the batch's time range
+                    us = pc.cast(batch.column("ts"), pa.int64())
+                    bounds = (f"r.ts BETWEEN {ts_literal(pc.min(us).as_py())} AND "
+                              f"{ts_literal(pc.max(us).as_py())}")
+                cur.execute("CREATE OR REPLACE TEMP TABLE replayed AS SELECT x.* FROM batch x "
+                            f"WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE {key} AND "
+                            f"r.ts = x.ts AND {bounds})")
+                cur.execute("INSERT INTO readings SELECT * FROM replayed")
+                cur.execute(REPLACE_LATEST)
+                # a latest value whose reading is gone (no longer produced): recompute it
+                cur.execute(f"DELETE FROM latest x WHERE EXISTS (SELECT 1 FROM gone r WHERE "
+                            f"{key}) AND NOT EXISTS (SELECT 1 FROM readings r WHERE {key} "
+                            "AND r.ts = x.ts)")
+                cur.execute("INSERT INTO latest SELECT r.tenant, r.device_id, r.metric, r.ts, "
+                            "r.value, r.lat, r.lon FROM readings r JOIN gone x ON "
+                            f"{key} WHERE NOT EXISTS (SELECT 1 FROM latest l WHERE "
+                            "l.tenant = r.tenant AND l.device_id = r.device_id AND "
+                            "l.metric = r.metric) QUALIFY row_number() OVER (PARTITION BY "
+                            "r.tenant, r.device_id, r.metric ORDER BY r.ts DESC) = 1")
+                added = cur.sql("SELECT count(*) FROM replayed").fetchall()[0][0]
+                cur.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                raise SinkUnavailable(f"hot store {self.path}: replay failed: {exc}") from exc
+            finally:
+                cur.unregister("batch")
+            return int(added)
+
     def apply_retention(self, now: datetime | None = None,
                         done_offset: int | None = None) -> int:
         """Delete readings older than the horizon (the lake keeps them); rows deleted."""
@@ -251,6 +311,17 @@ class DuckDBStore:
         with self._cursor() as cur:
             table = cur.sql(sql, params=params).to_arrow_table()
         return table.cast(LATEST_SCHEMA)
+
+    def window_stats(self, tenant: str, start: datetime, end: datetime,
+                     metrics: tuple[str, ...] | None = None,
+                     device_ids: tuple[str, ...] | None = None) -> pa.Table:
+        """WINDOW_SCHEMA per (device, metric) over start <= ts < end (zone maps prune)."""
+        if device_ids == ():
+            return WINDOW_SCHEMA.empty_table()
+        sql, params = window_sql(tenant, utc(start), utc(end), metrics, device_ids)
+        with self._cursor() as cur:
+            table = cur.sql(sql, params=params).to_arrow_table()
+        return table.cast(WINDOW_SCHEMA)
 
     def count(self, tenant: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM readings", []

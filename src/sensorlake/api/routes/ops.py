@@ -23,11 +23,12 @@ def healthz(runtime: RuntimeDep) -> Response:
     return json_response({"status": "ok" if ready else "starting"}, 200 if ready else 503)
 
 
-@router.get("/api/v1/status", summary="Log backlog, worker progress and quarantine counts",
-            responses=ERRORS)
+@router.get("/api/v1/status", summary="Health in plain words: rates, backlog and ETA, "
+            "sinks, quarantine, disk, silent devices, alerts, jobs", responses=ERRORS)
 def status(runtime: RuntimeDep, access: AccessDep) -> dict:
     access.require("read_status")
-    return runtime.status(access.tenant_id)
+    from sensorlake.ops.status import build_status
+    return build_status(runtime, access.tenant_id)
 
 
 @router.get("/api/v1/quarantine", summary="Rejected input with its reason and source",

@@ -243,7 +243,9 @@ async function refreshStatus() {
   const worker = status.worker || {};
   const log = status.log || {};
   let rate = "…";
-  if (state.statusPrev) {
+  if (status.rates && status.rates.stored_per_second != null) {
+    rate = `${status.rates.stored_per_second}/s`;
+  } else if (state.statusPrev) {
     const dt = now - state.statusPrev.at;
     rate = `${Math.max(0, ((worker.readings || 0) - state.statusPrev.readings) / dt).toFixed(1)}/s`;
   }
@@ -259,6 +261,7 @@ async function refreshStatus() {
     card("Last lake commit", since(worker.last_lake_commit)),
     card("Quarantined", ((status.quarantine || {}).count ?? 0).toLocaleString()),
     card("Worker errors", (worker.errors ?? 0).toLocaleString()),
+    ...(status.healthy === undefined ? [] : [card("Healthy", status.healthy ? "yes" : "no")]),
   );
   const table = $("quarantine");
   try {
