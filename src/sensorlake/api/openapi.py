@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-PUBLIC_PATHS = {"/healthz", "/api/v1/catalog", "/api/v1/auth/login"}
-"""Routes that need no token (others accept the anonymous visitor only in public mode)."""
+PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/metrics", "/api/v1/catalog",
+                "/api/v1/auth/login"}
+"""Routes that need no token (others accept the anonymous visitor only in public mode).
+`/metrics` needs an owner token when `status.metrics_public` is off."""
 
 
 def install(app: FastAPI) -> None:
