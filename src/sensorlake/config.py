@@ -152,6 +152,100 @@ class S3Settings(Section):
     secret_access_key: SecretStr | None = Field(None, description="Secret key (never printed).")
 
 
+class MqttSubscription(Section):
+    topic: str = Field("sensorlake/+/up", description="Topic filter; the `+` level named by "
+                       "device_level holds the device id.")
+    codec: str = Field("envelope", description="Codec the worker decodes these messages with.")
+    tenant: str | None = Field(None, description="Tenant of the devices on this topic "
+                               "(default: default_tenant); broker usernames are device ids.")
+    device_level: int = Field(1, ge=0, description="Topic level (0-based) holding the device id.")
+
+
+class MqttSettings(Section):
+    url: str | None = Field(None, description="Broker to ingest from, e.g. mqtt://127.0.0.1:1883 "
+                            "(mqtts:// for TLS); unset = no MQTT ingest.")
+    username: str = Field("sensorlake-ingest", description="Broker username of the ingest.")
+    password: SecretStr | None = Field(
+        None, description="Broker password of the ingest (default: the file "
+        "mqtt/ingest.password that `mosquitto-config` writes).")
+    client_id: str = Field("sensorlake-ingest", description="MQTT client id; keep it stable "
+                           "(persistent session) and distinct per ingest process.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    shared_group: str | None = Field(None, description="Subscribe as $share/<group>/<topic> so "
+                                     "several ingest processes share the messages.")
+    subscriptions: dict[str, MqttSubscription] = Field(
+        default_factory=lambda: {"devices": MqttSubscription()},
+        description="Topics to ingest by name, each with its codec and tenant.")
+    batch_messages: int = Field(1000, gt=0, description="Most messages appended in one log "
+                                "append and PUBACKed together.")
+    batch_seconds: float = Field(0.005, ge=0, description="How long received messages wait "
+                                 "for more before their append.")
+    receive_maximum: int = Field(
+        20000, gt=0, le=65535, description="QoS 1 messages the broker may have in flight to "
+        "ingest (MQTT 5 Receive Maximum; >= 2 x batch_messages, or ingest stalls).")
+    session_expiry_seconds: int = Field(
+        604800, ge=0, description="How long the broker keeps ingest's session while it is "
+        "away (MQTT 5; MQTT 3.1.1 sessions are kept by the broker's settings).")
+    keepalive_seconds: int = Field(30, gt=0, description="MQTT keepalive.")
+    watermarks: bool = Field(True, description="Publish each device's watermark (retained, "
+                             "QoS 1) on sensorlake/<device>/ack after every durable append.")
+    reconnect_max_seconds: float = Field(
+        30, gt=0, description="Longest pause between reconnect attempts (backoff with jitter).")
+
+
+class EdgeSettings(Section):
+    outbox: Path = Field(Path("sensorlake-outbox.db"), description="The edge agent's outbox "
+                         "file (SQLite).")
+    max_bytes: int = Field(256 << 20, gt=0, description="Outbox size cap (reading bytes).")
+    when_full: Literal["reject", "drop-oldest"] = Field(
+        "reject", description="Outbox full: refuse new readings, or drop the oldest unsent "
+        "ones (counted and reported).")
+    message_readings: int = Field(100, gt=0, description="Most reading sets per uploaded "
+                                  "message (one seq).")
+    window_messages: int = Field(20, gt=0, description="Messages sent and not yet confirmed "
+                                 "by the watermark, at most.")
+    backfill_per_second: float = Field(
+        2000, gt=0, description="Backlog reading sets sent per second at most after an "
+        "outage; live readings go first.")
+    live_seconds: float = Field(30, gt=0, description="Readings younger than this are live: "
+                                "sent ahead of the backlog.")
+    resend_seconds: float = Field(10, gt=0, description="Resend unconfirmed messages when "
+                                  "the watermark has not moved for this long.")
+class ApiSettings(Section):
+    max_points: int = Field(
+        100_000, gt=0, description="Most points one readings response may hold; beyond it the "
+        "API asks for a wider `every` (422) or pages with `next`.")
+    auto_points: int = Field(
+        600, gt=0, description="Points per metric that `every=auto` aims for (charts).")
+    query_timeout_seconds: float = Field(
+        10, gt=0, description="A range or latest query running longer is cancelled (504).")
+    export_timeout_seconds: float = Field(
+        600, gt=0, description="An export streaming longer than this is cut off.")
+    max_json_body_bytes: int = Field(
+        64 << 10, gt=0, description="Largest JSON body of the non-ingest routes (else 413).")
+    public_tenant: str | None = Field(
+        None, description="Public mode: visitors without a token see this tenant's public "
+        "devices (map and latest values). Off when unset.")
+
+
+class AuthSettings(Section):
+    session_hours: float = Field(12, gt=0, description="Lifetime of a login session token.")
+    rate_per_minute: int = Field(
+        1200, ge=0, description="Requests per minute per token on the read API (burst: 10 s "
+        "worth); over it the API answers 429 with Retry-After. 0 = no limit.")
+    anonymous_rate_per_minute: int = Field(
+        300, ge=0, description="The same per client address for visitors without a token.")
+    policies_file: Path | None = Field(
+        None, description="Cedar policies to use instead of the built-in ones (same schema).")
+
+
+class DashboardSettings(Section):
+    title: str = Field("sensorlake", description="Title of the web dashboard at `/`.")
+    tile_url: str = Field(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png", description="Map tiles drawn over "
+        "the bundled base map when the browser can reach them; empty = never.")
+
+
 class ExtraMetric(Section):
     unit: str = Field(description="Canonical unit.")
     kind: Literal["gauge", "counter"] = "gauge"
@@ -289,6 +383,11 @@ class Settings(BaseSettings):
     jetstream: JetStreamSettings = JetStreamSettings()
     postgres: PostgresSettings = PostgresSettings()
     s3: S3Settings = S3Settings()
+    mqtt: MqttSettings = MqttSettings()
+    edge: EdgeSettings = EdgeSettings()
+    api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     jobs: JobsSettings = JobsSettings()
     compaction: CompactionSettings = CompactionSettings()
     status: StatusSettings = StatusSettings()

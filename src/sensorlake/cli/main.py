@@ -7,7 +7,20 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import cost, devices, jobs, query, roles, run, status, tokens
+from sensorlake.cli import (
+    access,
+    cost,
+    devices,
+    edge,
+    jobs,
+    mosquitto,
+    query,
+    roles,
+    run,
+    simulate,
+    status,
+    tokens,
+)
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -29,6 +42,8 @@ config_app = typer.Typer(help="Inspect the settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(devices.app, name="devices")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(access.users_app, name="users")
+app.add_typer(access.grants_app, name="grants")
 app.add_typer(query.quarantine_app, name="quarantine")
 app.command("query")(query.query)
 app.command("up")(run.up)
@@ -40,6 +55,11 @@ app.add_typer(jobs.app, name="jobs")
 run_app = roles.run_app  # ingest, worker, api (cli/roles.py) and the scheduler
 app.add_typer(run_app, name="run")
 run_app.command("scheduler")(jobs.run_scheduler)
+run_app.command("ingest")(roles.ingest)  # MQTT (cli/run_roles.py) or, with the server
+#                                           profile, HTTP -> JetStream (cli/roles.py)
+app.command("mosquitto-config")(mosquitto.mosquitto_config)
+app.add_typer(edge.app, name="edge")
+app.add_typer(simulate.app, name="simulate")
 
 
 def _version(value: bool) -> None:

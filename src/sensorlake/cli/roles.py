@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
@@ -24,6 +25,7 @@ from sensorlake.cli.common import (
     settings_from,
 )
 from sensorlake.cli.run import HostOption, PortOption, _check_port
+from sensorlake.cli.run_roles import ClientIdOption, SharedOption, UrlOption
 from sensorlake.config import Settings
 from sensorlake.errors import ConfigError, TransientError
 
@@ -88,12 +90,24 @@ def serve_roles(settings: Settings, roles: set[str], host: str | None, port: int
         runtime.run_until_stopped()
 
 
-@run_app.command("ingest")
-def ingest(config: ConfigOption = None, data_dir: DataDirOption = None,
+def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
+           shared_group: SharedOption = None,
+           seconds: Annotated[float, typer.Option(
+               help="MQTT only: stop by itself after this many seconds (0 = until "
+               "Ctrl-C/SIGTERM).", min=0)] = 0,
+           config: ConfigOption = None, data_dir: DataDirOption = None,
            host: HostOption = None, port: PortOption = None) -> None:
-    """HTTP ingest: authenticate, publish raw envelopes to JetStream, answer after the PubAck."""
+    """Ingest as a process of its own. Embedded profile: MQTT broker -> log (PUBACK after
+    the durable append). Server profile: HTTP ingest -> JetStream, 200 after the PubAck."""
     with friendly_errors():
-        settings = _server_settings(data_dir, config)
+        settings = settings_from(data_dir, config)
+        if settings.profile != "server":
+            from sensorlake.cli import run_roles
+            run_roles.ingest(mqtt_url, client_id, shared_group, seconds, data_dir, config)
+            return
+        if mqtt_url or settings.mqtt.url:
+            raise ConfigError("MQTT ingest into JetStream is not available yet: unset mqtt.url "
+                              "(the server profile's `run ingest` serves HTTP ingest)")
         serve_roles(settings, {"ingest"}, host, port)
 
 

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from sensorlake.auth.services import AuthServices
 from sensorlake.auth.tokens import TokenStore
 from sensorlake.config import Settings
 from sensorlake.ingest.appender import LogAppender
@@ -61,6 +62,8 @@ class ServerRuntime(Runtime):
         self.catalog = open_catalog(settings)
         self.registry = DeviceRegistry(self.catalog)
         self.tokens = TokenStore(self.catalog)
+        self.auth = AuthServices(self.catalog, self.registry, self.tokens, settings)
+        self.mqtt = None  # MQTT ingest into JetStream is not wired yet (docs/server.md)
         self.counters = IngestCounters()
         self.started_at = datetime.now(UTC)
         self._context_lock = threading.Lock()
