@@ -91,11 +91,14 @@ def connect(settings: PostgresSettings, autocommit: bool = False) -> psycopg.Con
     return conn
 
 
-SESSION = ("SET TimeZone TO 'UTC'", "SET idle_in_transaction_session_timeout = '60s'",
-           "SET lock_timeout = '30s'")
-"""A transaction whose client vanished without closing (a network cut) is ended after 60 s,
-so its row locks do not block the other workers forever; a worker waiting on a lock gives
-up after 30 s and retries (LockNotAvailable is transient)."""
+SESSION = ("SET TimeZone TO 'UTC'", "SET idle_in_transaction_session_timeout = '10s'",
+           "SET lock_timeout = '10s'", "SET tcp_keepalives_idle = 5",
+           "SET tcp_keepalives_interval = 2", "SET tcp_keepalives_count = 3")
+"""A worker's transaction is never idle for long (it copies, inserts and commits at once), so
+one whose client vanished without closing (a network cut) is ended by the server after 10 s,
+and its row locks stop blocking the other workers; the server's own keepalive probes end
+sessions whose peer is gone. A worker waiting on a lock gives up after 10 s and retries
+(LockNotAvailable is transient)."""
 
 
 def configure(conn: psycopg.Connection, schema: str) -> None:
