@@ -8,6 +8,7 @@ import typer
 
 from sensorlake import __version__
 from sensorlake.cli import devices, query, run, tokens
+from sensorlake.cli import poll as poll_cli
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -30,6 +31,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(devices.app, name="devices")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(query.quarantine_app, name="quarantine")
+app.add_typer(poll_cli.app, name="poll")
 app.command("query")(query.query)
 app.command("up")(run.up)
 app.command("demo")(run.demo)
