@@ -43,8 +43,8 @@ def bearer_or_basic(authorization: str | None) -> str:
 async def append(runtime: Runtime, envelopes: Sequence[Envelope]
                  ) -> Reply | AppendResult:
     """Append and wait until durable; a 503 Reply under backpressure or a failed commit."""
-    runtime.counters.http_requests += 1
     if not envelopes:
+        runtime.counters.http_requests += 1
         return AppendResult()
     try:
         result = await asyncio.wrap_future(runtime.log.submit(envelopes))
@@ -54,5 +54,6 @@ async def append(runtime: Runtime, envelopes: Sequence[Envelope]
     except TransientError as exc:
         return Reply(503, {"detail": f"could not store the request, retry: {exc}"},
                      {"Retry-After": "1"})
+    runtime.counters.http_requests += 1
     runtime.counters.http_envelopes += result.accepted
     return result
