@@ -114,11 +114,12 @@ def test_invalid_json_unknown_payload_codec_and_no_device(codecs: CodecSetup) ->
     batch = get_codec("chirpstack").decode(entries(
         [b'{"data": ', orjson.dumps({"data": "AQ=="}), orjson.dumps({"fPort": 1})],
         "chirpstack", ["node-1", "node-1", ""]))
-    reasons = batch.rejects.column("reason").to_pylist()
-    assert "invalid JSON" in reasons[0] and batch.rejects.column("field")[0].as_py() == "byte 9"
+    reasons = dict(rows(batch.rejects, "msg_id", "reason"))
+    fields = dict(rows(batch.rejects, "msg_id", "field"))
+    assert "invalid JSON" in reasons["m0"] and fields["m0"] == "byte 9"
     assert "unknown payload codec 'morse'; valid payload codecs: cayenne_lpp, python" in \
-        reasons[1]
-    assert "names no device" in reasons[2]
+        reasons["m1"]
+    assert "names no device" in reasons["m2"]
 
 
 def test_uplink_without_payload_and_radio_metrics_off_is_rejected(codecs: CodecSetup) -> None:

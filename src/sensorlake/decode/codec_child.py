@@ -3,8 +3,10 @@
 Run as a script (`python -I codec_child.py REQ_FD RESP_FD`), it imports nothing from
 sensorlake. Frames on both pipes are a 4-byte big-endian length and a JSON document:
 
-    request  {"path": "/codecs/elsys.py", "payload": "<hex>", "f_port": 5, "variables": {}}
-    response {"ok": <whatever decode_uplink returned>} or {"error": "ValueError: ... (line 7)"}
+    request   {"path": "/codecs/elsys.py",
+               "items": [{"payload": "<hex>", "f_port": 5, "variables": {}}, ...]}
+    responses one per item, in order, each written as soon as that item is done:
+              {"ok": <whatever decode_uplink returned>} or {"error": "ValueError: ... (line 7)"}
 
 A codec that raises (even SystemExit) answers an error; one that hangs or crashes is killed by
 the parent, which starts a new child for the next message.
@@ -75,14 +77,15 @@ def main():
             return
         request = json.loads(body)
         path = request["path"]
-        try:
-            function = load(path, modules)
-            result = function(bytes.fromhex(request["payload"]), request["f_port"],
-                              dict(request["variables"]))
-            answer = json.dumps({"ok": result}, allow_nan=True)
-        except BaseException as exc:  # a codec must never take the child down silently
-            answer = json.dumps({"error": describe(exc, path)})
-        write_frame(response_fd, answer.encode())
+        for item in request["items"]:
+            try:
+                function = load(path, modules)
+                result = function(bytes.fromhex(item["payload"]), item["f_port"],
+                                  dict(item["variables"]))
+                answer = json.dumps({"ok": result}, allow_nan=True)
+            except BaseException as exc:  # a codec must never take the child down silently
+                answer = json.dumps({"error": describe(exc, path)})
+            write_frame(response_fd, answer.encode())
 
 
 if __name__ == "__main__":

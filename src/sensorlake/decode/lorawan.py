@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from sensorlake.decode.context import CodecContext, codec_context
+from sensorlake.decode.context import CodecContext, DeviceInfo, codec_context
 from sensorlake.decode.envelope import EnvelopeError, parse_ts
-from sensorlake.decode.payload import add_decoded, get_payload_codec, object_values
+from sensorlake.decode.payload import Decoded, add_decoded, decode_payloads, object_values
 from sensorlake.decode.rows import RowsBuilder, message_of, number
 from sensorlake.errors import DecodeError
 from sensorlake.process.base import Batch
@@ -84,6 +84,7 @@ class LorawanCodec:
         tenants = entries.column("tenant").to_pylist()
         payloads = entries.column("payload").to_pylist()
         infos = ctx.devices(list(zip(tenants, rows.devices, strict=True)))
+        uplinks: list[tuple[int, Uplink, DeviceInfo]] = []
         for index, raw in enumerate(payloads):
             try:
                 doc = orjson.loads(raw)
@@ -99,28 +100,33 @@ class LorawanCodec:
                 continue
             try:
                 uplink = self.parse(doc, rows.received_us[index])
-                self._emit(rows, index, uplink, infos[(tenants[index], rows.devices[index])],
-                           ctx)
+            except DecodeError as exc:
+                rows.reject_error(index, exc)
+                continue
+            uplinks.append((index, uplink, infos[(tenants[index], rows.devices[index])]))
+        raw = [(u.payload, u.f_port, d) for _, u, d in uplinks if _needs_codec(u)]
+        decoded = iter(decode_payloads(raw, ctx))  # type: ignore[arg-type]
+        for index, uplink, device in uplinks:
+            try:
+                self._emit(rows, index, uplink, device, ctx,
+                           next(decoded) if _needs_codec(uplink) else None)
             except DecodeError as exc:
                 rows.reject_error(index, exc)
         return rows.batch()
 
-    def _emit(self, rows: RowsBuilder, index: int, uplink: Uplink, device: Any,
-              ctx: CodecContext) -> None:
+    def _emit(self, rows: RowsBuilder, index: int, uplink: Uplink, device: DeviceInfo,
+              ctx: CodecContext, from_payload: Decoded | DecodeError | None) -> None:
         before = rows.count()
         device_type = ctx.device_type(device.type)
         if uplink.decoded:
             add_decoded(rows, index, object_values(uplink.decoded, device_type.fields),
                         uplink.ts_us)
-        elif uplink.payload:
-            codec = get_payload_codec(device_type.payload_codec)
-            try:
-                decoded = codec.decode_payload(uplink.payload, uplink.f_port, device, ctx)
-            except DecodeError as exc:
-                where = f"payload {exc.where}" if exc.where else "payload"
-                raise DecodeError(f"{codec.name}: {message_of(exc)} (fPort {uplink.f_port})",
-                                  where) from None
-            add_decoded(rows, index, decoded, uplink.ts_us)
+        elif isinstance(from_payload, DecodeError):
+            where = f"payload {from_payload.where}" if from_payload.where else "payload"
+            raise DecodeError(f"{device_type.payload_codec}: {message_of(from_payload)} "
+                              f"(fPort {uplink.f_port})", where)
+        elif from_payload is not None:
+            add_decoded(rows, index, from_payload, uplink.ts_us)
         if rows.count() == before and not ctx.settings.lorawan.radio_metrics:
             raise DecodeError("the uplink carries no decoded object and no payload")
         if ctx.settings.lorawan.radio_metrics:
@@ -128,3 +134,7 @@ class LorawanCodec:
                                   ("f_cnt", float(uplink.f_cnt))):
                 if value is not None:
                     rows.add(index, metric, value, uplink.ts_us)
+
+
+def _needs_codec(uplink: Uplink) -> bool:
+    return not uplink.decoded and bool(uplink.payload)

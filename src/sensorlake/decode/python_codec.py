@@ -40,6 +40,7 @@ from sensorlake.errors import DecodeError
 CHILD = Path(__file__).with_name("codec_child.py")
 TYPE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MAX_RESPONSE = 1 << 20
+BATCH = 256
 
 
 class CodecRunner:
@@ -79,30 +80,58 @@ class CodecRunner:
         with self._lock:
             self._stop()
 
-    def call(self, path: Path, payload: bytes, f_port: int, variables: dict[str, str],
-             time_limit: float) -> Any:
-        """What decode_uplink returned; DecodeError if it raised, hung or crashed."""
-        request = json.dumps({"path": str(path), "payload": payload.hex(), "f_port": f_port,
-                              "variables": variables}).encode()
+    def call_many(self, path: Path, items: list[tuple[bytes, int, dict[str, str]]],
+                  time_limit: float) -> list[Any]:
+        """What decode_uplink returned for each (payload, f_port, variables), or a
+        DecodeError in its place when it raised, hung (`time_limit` per item) or crashed."""
+        results: list[Any] = []
+        pending = list(items)
+        while pending:
+            chunk, pending = pending[:BATCH], pending[BATCH:]
+            done = self._run(path, chunk, time_limit)
+            results += done
+            if len(done) < len(chunk):
+                pending = chunk[len(done):] + pending
+        return results
+
+    def _run(self, path: Path, items: list[tuple[bytes, int, dict[str, str]]],
+             time_limit: float) -> list[Any]:
+        """Results for a prefix of `items`: all of them, or up to and including the one
+        that hung or crashed the child (which is then stopped)."""
+        request = json.dumps({"path": str(path), "items": [
+            {"payload": payload.hex(), "f_port": f_port, "variables": variables}
+            for payload, f_port, variables in items]}).encode()
+        results: list[Any] = []
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._stop()
                 self._start()
             try:
-                os.write(self._request_fd, struct.pack(">I", len(request)) + request)
-                answer = self._read_frame(time.monotonic() + time_limit)
+                try:
+                    self._send(request)
+                except OSError:  # the child died since the last batch: start another
+                    self._stop()
+                    self._start()
+                    self._send(request)
+                for _ in items:
+                    answer = self._read_frame(time.monotonic() + time_limit)
+                    results.append(DecodeError(str(answer["error"])) if "error" in answer
+                                   else answer.get("ok"))
             except TimeoutError:
                 self._stop()
-                raise DecodeError(f"did not return within {time_limit:g} s "
-                                  "(codecs.time_limit_seconds); it was stopped") from None
+                results.append(DecodeError(f"did not return within {time_limit:g} s "
+                                           "(codecs.time_limit_seconds); it was stopped"))
             except (OSError, EOFError, ValueError) as exc:
                 code = self._proc.poll() if self._proc else None
                 self._stop()
-                raise DecodeError(f"the codec process died (exit code {code}): {exc}"
-                                  ) from None
-        if "error" in answer:
-            raise DecodeError(str(answer["error"]))
-        return answer.get("ok")
+                results.append(DecodeError(f"the codec process died (exit code {code}): "
+                                           f"{exc}"))
+        return results
+
+    def _send(self, request: bytes) -> None:
+        data = struct.pack(">I", len(request)) + request
+        while data:
+            data = data[os.write(self._request_fd, data):]
 
     def _read_frame(self, deadline: float) -> dict[str, Any]:
         header = self._read(4, deadline)
@@ -166,15 +195,41 @@ class PythonPayload:
 
     def decode_payload(self, payload: bytes, f_port: int, device: DeviceInfo,
                        ctx: CodecContext) -> Decoded:
-        path = codec_file(ctx, device.type)
-        if not path.is_file():
-            raise DecodeError(f"no codec file {path}: create it with a decode_uplink(payload, "
-                              "f_port, variables) function")
-        device_type = ctx.device_type(device.type)
-        variables = {**device_type.variables, **device.tags}
-        result = _runner.call(path, payload, f_port, variables,
-                              ctx.settings.codecs.time_limit_seconds)
-        return result_values(result, device_type.fields)
+        result = self.decode_many([(payload, f_port, device)], ctx)[0]
+        if isinstance(result, DecodeError):
+            raise result
+        return result
+
+    def decode_many(self, items: list[tuple[bytes, int, DeviceInfo]], ctx: CodecContext
+                    ) -> list[Decoded | DecodeError]:
+        """One child round trip per codec file for a whole batch of payloads."""
+        results: list[Decoded | DecodeError | None] = [None] * len(items)
+        by_type: dict[str, list[int]] = {}
+        for position, (_, _, device) in enumerate(items):
+            by_type.setdefault(device.type, []).append(position)
+        for type_name, positions in by_type.items():
+            try:
+                path = codec_file(ctx, type_name)
+                if not path.is_file():
+                    raise DecodeError(f"no codec file {path}: create it with a "
+                                      "decode_uplink(payload, f_port, variables) function")
+            except DecodeError as exc:
+                for position in positions:
+                    results[position] = exc
+                continue
+            device_type = ctx.device_type(type_name)
+            calls = [(items[p][0], items[p][1], {**device_type.variables, **items[p][2].tags})
+                     for p in positions]
+            answers = _runner.call_many(path, calls, ctx.settings.codecs.time_limit_seconds)
+            for position, answer in zip(positions, answers, strict=True):
+                if isinstance(answer, DecodeError):
+                    results[position] = answer
+                    continue
+                try:
+                    results[position] = result_values(answer, device_type.fields)
+                except DecodeError as exc:
+                    results[position] = exc
+        return [r if r is not None else DecodeError("not decoded") for r in results]
 
 
 register_payload_codec(PythonPayload())
