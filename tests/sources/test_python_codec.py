@@ -118,3 +118,45 @@ def test_a_python_codec_behind_chirpstack_end_to_end(make_api: Callable[..., Api
     (timeout,) = api.wait_quarantined(1)
     assert "did not return within" in timeout["reason"]
     assert api.runtime.worker.stats.errors == 0
+
+
+def test_a_hung_codec_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL a process whose codec child is stuck in a loop: the child goes too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    codec = tmp_path / "spin.py"
+    codec.write_text("def decode_uplink(payload, f_port, variables):\n    while True:\n"
+                     "        pass\n")
+    script = (
+        "import sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from sensorlake.decode.python_codec import _runner\n"
+        f"threading.Thread(target=_runner.call_many, args=(Path({str(codec)!r}), "
+        "[(b'x', 1, {})], 3600), daemon=True).start()\n"
+        "while _runner._proc is None: time.sleep(0.01)\n"
+        "print(_runner._proc.pid, flush=True)\n"
+        "time.sleep(3600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        child = int(parent.stdout.readline())  # type: ignore[union-attr]
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{child}/stat") as stat:
+                if stat.read().split()[2] == "Z":  # a zombie is dead, only unreaped
+                    break
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the codec child outlived its killed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -1,6 +1,6 @@
 """The child process that runs user Python codecs (started by `python_codec.CodecRunner`).
 
-Run as a script (`python -I codec_child.py REQ_FD RESP_FD`), it imports nothing from
+Run as a script (`python -I codec_child.py REQ_FD RESP_FD PARENT_PID`), it imports nothing from
 sensorlake. Frames on both pipes are a 4-byte big-endian length and a JSON document:
 
     request   {"path": "/codecs/elsys.py",
@@ -64,8 +64,23 @@ def describe(exc, path):
     return text
 
 
+def die_with_parent(parent):
+    """Linux: get SIGKILL when the parent dies, so a hung codec never outlives a killed
+    sensorlake (elsewhere the parent's kill on timeout is the only stop). A parent that died
+    before this ran is noticed by the changed parent pid."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        sys.exit(0)
+
+
 def main():
     request_fd, response_fd = int(sys.argv[1]), int(sys.argv[2])
+    die_with_parent(int(sys.argv[3]))
     sys.stdout = sys.stderr
     modules = {}
     while True:

@@ -57,7 +57,8 @@ class CodecRunner:
         parent_read, child_write = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(CHILD), str(child_read), str(child_write)],
+                [sys.executable, "-I", str(CHILD), str(child_read), str(child_write),
+                 str(os.getpid())],
                 pass_fds=(child_read, child_write), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, close_fds=True)
         finally:
