@@ -35,6 +35,7 @@ from sensorlake.ingest.pollers.sensor_community import (
     RuntimeTarget,
     ServerTarget,
     Target,
+    fetch,
     poll_once,
 )
 from sensorlake.runtime import Runtime, open_catalog, server_url
@@ -115,9 +116,11 @@ def sensor_community(
     tenant: TenantOption = None, data_dir: DataDirOption = None, config: ConfigOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Poll the Sensor.Community open data: P1 -> pm10, P2 -> pm2_5, P0 -> pm1, pressure in
-    hPa; sensors are registered as sc-<sensor id> with their location. A record already
-    stored (same sensor and timestamp) is not stored again."""
+    """Store Sensor.Community open data, once or on a schedule.
+
+    P1 -> pm10, P2 -> pm2_5, P0 -> pm1, pressure in hPa; sensors are registered as
+    sc-<sensor id> with their location; a record already stored is not stored again.
+    """
     runtime: Runtime | None = None
     temporary: TemporaryToken | None = None
     with friendly_errors():
@@ -125,6 +128,8 @@ def sensor_community(
         every = interval or settings.sensor_community.interval_seconds
         running = server_url(settings)
         target: Target
+        first = fetch(url or settings.sensor_community.url,
+                      settings.sensor_community.timeout_seconds) if once else None
         if running:
             if token is None:
                 temporary = TemporaryToken(settings, tenant or settings.default_tenant)
@@ -138,7 +143,8 @@ def sensor_community(
                 if temporary is not None and isinstance(target, ServerTarget):
                     target.token = temporary.current()
                 try:
-                    result = poll_once(settings, target, url=url)
+                    result = (target.deliver(first, f"poll:{url or settings.sensor_community.url}")
+                              if first is not None else poll_once(settings, target, url=url))
                 except TransientError as exc:
                     if once:
                         raise
