@@ -3,117 +3,111 @@
     python bench/ingest_embedded.py [--messages 30000] [--batches 4000] [--connections 32]
 
 Starts `sensorlake up` in a subprocess on a fresh data folder, posts from a separate load
-process (aiohttp, keep-alive, N connections), and times from the first request to the moment
-the worker has committed everything to the hot store (the readings are queryable). Then stops
-the server gracefully (the lake flush), and measures the lake's bytes per reading.
+process (bench/_loadgen.py: keep-alive sockets, pre-built requests), and times from the first
+request to the moment the worker has committed everything to the hot store (the readings are
+queryable). Then stops the server gracefully (the lake flush) and measures the lake's bytes
+per reading. The readings come from the demo's simulator (daily cycle plus noise), so the
+lake compresses them as it would real sensor data.
 Floors (2 cores): >= 3,000 msg/s single, >= 200,000 readings/s batched, <= 4 B/reading.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
+import random
 import shutil
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Server, append_results, free_port
+from _loadgen import build_request, run_load
 from sensorlake.auth.tokens import Role, TokenStore
 from sensorlake.catalog import Catalog
-from sensorlake.registry import Device, DeviceRegistry
+from sensorlake.registry import DeviceRegistry
+from sensorlake.simulator import SimDevice, envelope, fleet
 
 DEVICES = 100
-METRICS = ("pm2_5", "pm10", "temperature", "humidity", "pressure")
-BASE_MS = 1_795_000_000_000  # 2026-11-18
+BASE = datetime(2026, 11, 18, tzinfo=UTC)
 
 
-def _values(k: int) -> dict[str, float]:
-    return {"pm2_5": round(5 + (k * 7 % 300) / 10, 1), "pm10": round(9 + (k * 11 % 400) / 10, 1),
-            "temperature": round(10 + (k % 500) / 100, 2), "humidity": 60 + k % 30,
-            "pressure": round(1000 + (k % 200) / 10, 1)}
+def _fleet() -> list[SimDevice]:
+    sims = fleet(DEVICES, seed=11)
+    for index, sim in enumerate(sims):
+        sim.device = sim.device.model_copy(update={"id": f"b-{index:04d}"})
+    return sims
 
 
 def single_bodies(count: int) -> list[bytes]:
-    """One envelope of 5 readings per request; seq per device."""
+    """One envelope per request from the demo's simulator (5-7 readings with realistic noise),
+    one per device per second of simulated time; seq per device."""
+    sims, rng = _fleet(), random.Random(1)
+    return [orjson.dumps(envelope(sims[i % DEVICES], BASE + timedelta(seconds=i // DEVICES),
+                                  rng)) for i in range(count)]
+
+
+def batch_bodies(count: int, start: datetime) -> list[bytes]:
+    """Batch envelopes of 100 readings: 20 seconds x the 5 stationary metrics of one device."""
+    sims, rng = _fleet(), random.Random(2)
+    stations = [s for s in sims if not s.mobile]
     out = []
     for i in range(count):
-        device, seq = i % DEVICES, i // DEVICES + 1
-        out.append(orjson.dumps({"device": f"b-{device:04d}", "seq": seq,
-                                 "ts": BASE_MS + seq * 1000, "readings": _values(i)}))
+        sim, n = stations[i % len(stations)], i // len(stations)
+        entries = []
+        for k in range(20):
+            doc = envelope(sim, start + timedelta(seconds=n * 20 + k), rng)
+            entries.append({"ts": doc["ts"], "readings": doc["readings"]})
+        out.append(orjson.dumps({"device": sim.device.id, "batch": entries}))
     return out
 
 
-def batch_bodies(count: int, offset_ms: int) -> list[bytes]:
-    """20 timestamps x 5 metrics = 100 readings per envelope."""
-    out = []
-    for i in range(count):
-        device, n = i % DEVICES, i // DEVICES
-        entries = [{"ts": offset_ms + (n * 20 + k) * 1000, "readings": _values(i * 20 + k)}
-                   for k in range(20)]
-        out.append(orjson.dumps({"device": f"b-{device:04d}", "batch": entries}))
-    return out
-
-
-async def _post_all(url: str, token: str, bodies: list[bytes], connections: int) -> int:
-    import aiohttp
-
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    retries = 0
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal retries
-        while not queue.empty():
-            body = queue.get_nowait()
-            while True:
-                async with session.post(f"{url}/api/v1/ingest", data=body,
-                                        headers=headers) as response:
-                    await response.read()
-                    if response.status == 200:
-                        break
-                    if response.status != 503:
-                        raise RuntimeError(f"{response.status}: {await response.text()}")
-                    retries += 1
-                    await asyncio.sleep(0.05)
-
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(worker(session) for _ in range(connections)))
-    return retries
-
-
-def _load(url: str, token: str, bodies: list[bytes], connections: int) -> None:
-    asyncio.run(_post_all(url, token, bodies, connections))
+def _load(port: int, token: str, bodies: list[bytes], connections: int,
+          result: Any) -> None:
+    requests = [build_request("127.0.0.1", port, "/api/v1/ingest", token, body)
+                for body in bodies]
+    outcome = run_load("127.0.0.1", port, requests, connections)
+    result.put((outcome.requests, outcome.retries))
 
 
 def run_case(server: Server, ingest: str, owner: str, bodies: list[bytes], readings: int,
-             connections: int) -> tuple[float, float]:
-    """Seconds from the first request until everything is queryable, and ingest-only seconds."""
+             connections: int) -> tuple[float, float, int]:
+    """Seconds from the first request until everything is queryable, seconds until every
+    request was acknowledged, and how many 503s were retried."""
     before = server.status(owner)["worker"]["readings"]
+    results: Any = multiprocessing.Queue()
+    # the load generator runs in its own process so it does not share the server's GIL;
+    # it builds its requests before the clock starts
+    loader = multiprocessing.Process(target=_load, args=(server.port, ingest, bodies,
+                                                         connections, results))
     start = time.perf_counter()
-    # the load generator runs in its own process so it does not share the server's GIL
-    loader = multiprocessing.Process(target=_load, args=(server.url, ingest, bodies,
-                                                         connections))
     loader.start()
+    done, retries = results.get()
     loader.join()
-    if loader.exitcode != 0:
-        raise RuntimeError("load generator failed")
+    if loader.exitcode != 0 or done != len(bodies):
+        raise RuntimeError(f"load generator failed ({done} of {len(bodies)} acknowledged)")
     acked = time.perf_counter() - start
     status = server.wait_drained(owner)
     elapsed = time.perf_counter() - start
     got = status["worker"]["readings"] - before
     if got < readings:
         raise RuntimeError(f"expected {readings} readings processed, got {got}")
-    return elapsed, acked
+    return elapsed, acked, retries
+
+
+def count_readings(bodies: list[bytes]) -> int:
+    total = 0
+    for body in bodies:
+        doc = orjson.loads(body)
+        total += sum(len(e["readings"]) for e in doc.get("batch", [doc]))
+    return total
 
 
 def main() -> None:
@@ -128,20 +122,20 @@ def main() -> None:
     try:
         data = Path(tmp) / "data"
         catalog = Catalog(data / "catalog.db")
-        DeviceRegistry(catalog).upsert([Device(id=f"b-{i:04d}", lat=52.0, lon=5.0)
-                                        for i in range(DEVICES)])
+        DeviceRegistry(catalog).upsert([sim.device for sim in _fleet()])
         tokens = TokenStore(catalog)
         ingest, _ = tokens.create(Role.INGEST, "default", label="bench")
         owner, _ = tokens.create(Role.OWNER, "default", label="bench")
         catalog.close()
         singles = single_bodies(args.messages)
-        batches = batch_bodies(args.batches, BASE_MS + 10_000_000)
+        batches = batch_bodies(args.batches, BASE + timedelta(days=1))
+        single_readings, batch_readings = count_readings(singles), count_readings(batches)
         server = Server(data, free_port())
         try:
-            single_s, single_ack = run_case(server, ingest, owner, singles,
-                                            args.messages * 5, args.connections)
-            batch_s, batch_ack = run_case(server, ingest, owner, batches, args.batches * 100,
-                                          args.connections)
+            single_s, single_ack, single_retries = run_case(
+                server, ingest, owner, singles, single_readings, args.connections)
+            batch_s, batch_ack, batch_retries = run_case(
+                server, ingest, owner, batches, batch_readings, args.connections)
         finally:
             server.stop()
         files = list((data / "lake" / "readings").rglob("*.parquet"))
@@ -154,15 +148,16 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    sent = args.messages * 5 + args.batches * 100
+    sent = single_readings + batch_readings
     append_results("ingest_embedded: HTTP ingest -> queryable (embedded)",
                    "python bench/ingest_embedded.py " + " ".join(sys.argv[1:]), [
-        ("single envelopes (5 readings each)", f"{args.messages:,} messages"),
+        ("single envelopes", f"{args.messages:,} messages, {single_readings:,} readings"),
         ("single: messages/s to queryable", f"{args.messages / single_s:,.0f}"),
         ("single: messages/s acknowledged", f"{args.messages / single_ack:,.0f}"),
         ("batch envelopes (100 readings each)", f"{args.batches:,} envelopes"),
-        ("batch: readings/s to queryable", f"{args.batches * 100 / batch_s:,.0f}"),
-        ("batch: readings/s acknowledged", f"{args.batches * 100 / batch_ack:,.0f}"),
+        ("batch: readings/s to queryable", f"{batch_readings / batch_s:,.0f}"),
+        ("batch: readings/s acknowledged", f"{batch_readings / batch_ack:,.0f}"),
+        ("503 answers retried (single, batch)", f"{single_retries}, {batch_retries}"),
         ("rows stored (hot store, incl. derived aqi_us/aqi_uk)", f"{hot_rows:,}"),
         ("lake readings/ bytes per stored row", f"{lake_bytes / max(rows, 1):.2f}"),
         ("lake readings/ bytes per sent reading", f"{lake_bytes / sent:.2f}"),

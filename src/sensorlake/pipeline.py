@@ -39,12 +39,6 @@ log = logging.getLogger(__name__)
 CONSUMER = "worker"
 
 
-def run_stages(entries: LogBatch, stages: list[Stage], ctx: Context) -> Batch:
-    """Decode a log batch and run it through the stages."""
-    batch = decode(entries.table)
-    for stage in stages:
-        batch = stage.process(batch, ctx)
-    return batch
 
 
 def quarantine_rows(rejects: pa.Table, entries: pa.Table) -> pa.Table:
@@ -69,6 +63,32 @@ class WorkerStats:
     last_lake_commit: datetime | None = None
     errors: int = 0
     last_error: str | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Per stage (decode, each stage, hot, quarantine, lake): seconds spent, cumulative."""
+    stage_rows: dict[str, int] = field(default_factory=dict)
+    """Per stage: rows that entered it (envelopes for decode, readings after), cumulative."""
+
+    def timed(self, stage: str, since: float, rows: int) -> float:
+        """Add the time since `since` and `rows` to `stage` (once per batch); returns now."""
+        now = time.perf_counter()
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - since
+        self.stage_rows[stage] = self.stage_rows.get(stage, 0) + rows
+        return now
+
+
+def run_stages(entries: LogBatch, stages: list[Stage], ctx: Context,
+               stats: WorkerStats | None = None) -> Batch:
+    """Decode a log batch and run it through the stages (timed per stage into `stats`)."""
+    clock = time.perf_counter()
+    batch = decode(entries.table)
+    if stats is not None:
+        clock = stats.timed("decode", clock, len(entries))
+    for stage in stages:
+        rows = batch.readings.num_rows
+        batch = stage.process(batch, ctx)
+        if stats is not None:
+            clock = stats.timed(stage.name, clock, rows)
+    return batch
 
 
 @dataclass
@@ -164,9 +184,12 @@ class Worker:
             pc.index_in(batch.readings.column("msg_id"), value_set=table.column("msg_id")))
         readings = batch.readings.append_column("log_offset", offsets) \
             .select(HOT_SCHEMA.names).cast(HOT_SCHEMA)
+        clock = time.perf_counter()
         stored = self.hot.write(readings)
+        clock = self.stats.timed("hot", clock, readings.num_rows)
         if batch.rejects.num_rows:
             self.quarantine.write(quarantine_rows(batch.rejects, entries.table))
+            self.stats.timed("quarantine", clock, batch.rejects.num_rows)
         stats = self.stats
         stats.messages += len(entries)
         stats.readings += readings.num_rows
@@ -190,7 +213,7 @@ class Worker:
         """Run the stages; if they crash on some input, split the batch until the envelope
         that triggers it is alone, and quarantine that one. Nothing stops the worker."""
         try:
-            return run_stages(entries, self.stages, ctx)
+            return run_stages(entries, self.stages, ctx, self.stats)
         except TransientError:
             raise
         except Exception as exc:
@@ -212,11 +235,13 @@ class Worker:
                          pa.concat_tables([left.rejects, right.rejects]))
 
     def _flush_lake(self, span: Span) -> None:
+        clock = time.perf_counter()
         readings = self.hot.span_readings(span.first, span.last)
         self.lake.write_span("raw", span, self.log.read_span(span).table)
         if readings.num_rows:
             self.lake.write_span("readings", span, readings)
         self.log.ack(self.consumer, span)
+        self.stats.timed("lake", clock, readings.num_rows)
         self.stats.lake_flushes += 1
         self.stats.last_lake_commit = datetime.now(UTC)
 

@@ -25,13 +25,16 @@ from sensorlake.auth.tokens import TokenStore
 from sensorlake.catalog import Catalog
 from sensorlake.config import Settings
 from sensorlake.decode.context import configure_codecs, registry_lookup
+from sensorlake.ingest.appender import LogAppender
 from sensorlake.log import open_log
+from sensorlake.ops.embedded import Ops
 from sensorlake.pipeline import Worker
 from sensorlake.process.base import Context
 from sensorlake.registry import DeviceRegistry
 from sensorlake.store.duckdb import DuckDBStore
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.quarantine import SQLiteQuarantine
+from sensorlake.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class Runtime:
         self.registry = DeviceRegistry(self.catalog)
         self.tokens = TokenStore(self.catalog)
         self.log = open_log(settings)
+        self.appender = LogAppender(self.log)
         self.lake = ParquetLake(settings.path("lake"), settings.lake.compression,
                                 settings.lake.compression_level)
         self.hot = DuckDBStore(settings.path("hot", "readings.duckdb"), self.lake,
@@ -72,6 +76,7 @@ class Runtime:
         self._context_checked = 0.0
         self.worker = Worker(settings, self.log, self.hot, self.lake, self.quarantine,
                              self.context, on_unknown_devices=self._auto_register)
+        self.ops = Ops(self)
         self._stop = threading.Event()
         self._worker_thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -104,9 +109,8 @@ class Runtime:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start_worker(self) -> None:
-        self._worker_thread = threading.Thread(target=self._run_worker, name="worker",
-                                               daemon=True)
-        self._worker_thread.start()
+        self._worker_thread = start_thread(self._run_worker, "worker")
+        self.ops.start()
 
     def _run_worker(self) -> None:
         last_retention = 0.0
@@ -115,6 +119,8 @@ class Runtime:
         def maintain() -> None:
             nonlocal last_retention
             while not self._stop.wait(5):
+                if self.settings.jobs.enabled:
+                    continue  # the scheduler's `retention` job does it
                 if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:
                     last_retention = time.monotonic()
                     try:
@@ -124,7 +130,7 @@ class Runtime:
                         log.exception("retention failed; will try again in an hour")
             stop.set()
 
-        threading.Thread(target=maintain, name="maintenance", daemon=True).start()
+        start_thread(maintain, "maintenance")
         try:
             self.worker.run(stop)
         except Exception:
@@ -141,7 +147,8 @@ class Runtime:
         host = host or self.settings.http.host
         port = self.settings.http.port if port is None else port
         config = uvicorn.Config(create_app(self), host=host, port=port, log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+                                proxy_headers=False, server_header=False, date_header=False)
         self._server = server = uvicorn.Server(config)
         self.url = f"http://{host}:{port}"
 
@@ -153,7 +160,7 @@ class Runtime:
                 if on_started:
                     on_started(self)
 
-        threading.Thread(target=announce, name="announce", daemon=True).start()
+        start_thread(announce, "announce")
         previous = self._soften_signals()
         try:
             server.run()
@@ -182,6 +189,7 @@ class Runtime:
     def close(self) -> None:
         """Finish the current batch, write the pending lake span, ack, close files."""
         self._stop.set()
+        self.ops.close()
         if self._worker_thread is not None:
             self._worker_thread.join(timeout=120)
         self._remove_run_file()

@@ -119,6 +119,26 @@ def test_duplicates_are_no_ops(make: Factory) -> None:
     assert log.read(0).table.column("msg_id").to_pylist() == ["a", "b", "c"]
 
 
+def test_submit_many_gives_each_group_its_own_outcome(make: Factory) -> None:
+    """Groups submitted together are independent appends: duplicates are counted per group
+    (also across groups), and a group that does not fit is refused alone."""
+    log = make(max_bytes=100)
+    log.append([env("a", size=10)])
+    outcomes = log.submit_many([
+        [env("b", size=10, seq=1), env("a", size=10)],
+        [env("b", size=10, seq=1)],
+        [env("big", size=90)],
+        [env("c", size=10, seq=2)],
+    ]).result(timeout=10)
+    assert [type(o).__name__ for o in outcomes] == [
+        "AppendResult", "AppendResult", "Backpressure", "AppendResult"]
+    assert (outcomes[0].accepted, outcomes[0].duplicates) == (1, 1)
+    assert (outcomes[1].accepted, outcomes[1].duplicates) == (0, 1)
+    assert outcomes[3].accepted == 1 and outcomes[3].watermarks == {("t1", "d1"): 2}
+    assert offsets(log) == [1, 2, 3]
+    assert log.submit_many([[], []]).result(timeout=10) == [AppendResult(), AppendResult()]
+
+
 def test_watermarks(make: Factory) -> None:
     log = make()
     r = log.append([env(1, seq=1), env(2, seq=2), env(4, seq=4), env(5, seq=5)])

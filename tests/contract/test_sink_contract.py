@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sensorlake.log.base import LOG_ENTRY_SCHEMA, Span
 from sensorlake.model import READING_SCHEMA
@@ -113,6 +116,53 @@ def test_scattered_batch_and_extra_columns(store: HotStore) -> None:
     batch = rows(*[("A", "d1", "temp", T0 - i * timedelta(hours=2), float(i)) for i in range(12)])
     assert store.write(batch.append_column("msg_id", pa.array(["m1"] * 12))) == 12
     assert store.write(batch) == 0 and store.count() == 12
+
+
+def test_late_rows_are_stored_and_late_duplicates_are_not(store: HotStore) -> None:
+    """A batch mixing rows older than the key's newest (one new, one a re-send with another
+    value) and newer ones: the late new row is stored, the re-send is not, latest moves on."""
+    store.write(rows(("A", "d1", "temp", T0 + 10 * S, 1.0), ("A", "d1", "temp", T0 + 20 * S, 2.0)))
+    mixed = rows(("A", "d1", "temp", T0 + 5 * S, 0.5), ("A", "d1", "temp", T0 + 20 * S, 9.0),
+                 ("A", "d1", "temp", T0 + 30 * S, 3.0), ("A", "d2", "temp", T0, 7.0))
+    assert store.write(mixed) == 3
+    assert [(s, v) for _, _, s, v, _ in series(store.readings(query(device_ids=("d1",))))] == [
+        (5.0, 0.5), (10.0, 1.0), (20.0, 2.0), (30.0, 3.0)]
+    latest = {(r["device_id"], r["metric"]): (r["ts"], r["value"])
+              for r in store.latest("A").to_pylist()}
+    assert latest == {("d1", "temp"): (T0 + 30 * S, 3.0), ("d2", "temp"): (T0, 7.0)}
+    assert store.write(mixed) == 0
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from(["d1", "d2"]),
+                                           st.sampled_from(["temp", "hum"]),
+                                           st.integers(0, 30), st.integers(0, 5)),
+                                 max_size=12), min_size=1, max_size=5))
+def test_any_sequence_of_batches_keeps_the_first_copy_of_each_reading(
+        store: HotStore, batches: list[list[tuple[str, str, int, int]]]) -> None:
+    """Property: whatever the order and overlap of batches, the store holds each key once with
+    the value first written, and latest is the newest stored reading of each key."""
+    tenant = f"p{uuid.uuid4().hex}"  # the store is shared by the examples
+    expected: dict[tuple[str, str, int], float] = {}
+    for batch in batches:
+        table = rows(*[(tenant, d, m, T0 + s * S, float(v)) for d, m, s, v in batch])
+        new = 0
+        for d, m, s, v in batch:
+            if (d, m, s) not in expected:
+                expected[(d, m, s)] = float(v)
+                new += 1
+        assert store.write(table) == new
+    got = {(d, m, int(s)): v for d, m, s, v, _ in series(
+        store.readings(query(tenant=tenant, metrics=("temp", "hum"))))}
+    assert got == expected
+    newest: dict[tuple[str, str], tuple[int, float]] = {}
+    for (d, m, s), v in expected.items():
+        if (d, m) not in newest or s > newest[(d, m)][0]:
+            newest[(d, m)] = (s, v)
+    latest = {(r["device_id"], r["metric"]): (int((r["ts"] - T0).total_seconds()), r["value"])
+              for r in store.latest(tenant).to_pylist()}
+    assert latest == newest
 
 
 def test_raw_readings_half_open_and_ordered(store: HotStore) -> None:

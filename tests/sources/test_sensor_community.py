@@ -144,6 +144,26 @@ def test_poll_twice_stores_nothing_new(make_api: Callable[..., Api], files: File
     assert files.requests == 2
 
 
+def test_the_scheduled_job_polls(make_api: Callable[..., Api], files: Files,
+                                 tmp_path: Path) -> None:
+    """The `sensor-community` job (off until scheduled) is one poll in the runtime."""
+    from sensorlake.ops.jobs import effective_schedule, get_job
+    from sensorlake.ops.opsdb import OpsDB
+    from sensorlake.ops.scheduler import run_now
+    files.files["/data.json"] = fixture("sensor_community/data.json")
+    api = make_api(sensor_community={"url": files.url + "/data.json"})
+    assert effective_schedule(get_job("sensor-community"), {}) is None
+    assert effective_schedule(get_job("sensor-community"),
+                              {"sensor-community": "every 5m"}) == "every 5m"
+    db = OpsDB(tmp_path / "ops-test.db")
+    run = run_now(api.runtime, db, "sensor-community")
+    assert run["status"] == "succeeded", run
+    assert run["result"]["new"] == 8 and run["rows_done"] == 8
+    assert api.wait_stored(16)
+    again = run_now(api.runtime, db, "sensor-community")
+    assert again["result"]["seen"] == 8 and again["result"]["new"] == 0
+
+
 def test_a_moved_sensor_keeps_its_calibration(make_api: Callable[..., Api]) -> None:
     from sensorlake.registry import Calibration
     api = make_api()

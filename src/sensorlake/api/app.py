@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from sensorlake import __version__
 from sensorlake.api.fastpath import IngestFastPath
-from sensorlake.api.routes import ingest, ops, readings
+from sensorlake.api.routes import ingest, operations, ops, readings
 from sensorlake.api.routes import sources as source_routes
 
 if TYPE_CHECKING:
@@ -28,5 +28,6 @@ def create_app(runtime: Runtime, fast_path: bool = True) -> Any:
     app.include_router(ingest.router)
     app.include_router(readings.router)
     app.include_router(ops.router)
+    app.include_router(operations.router)
     app.include_router(source_routes.router)
     return IngestFastPath(app, runtime) if fast_path else app

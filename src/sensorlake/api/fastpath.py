@@ -7,7 +7,7 @@ the FastAPI app untouched. Behaviour is identical: both call `sensorlake.ingest.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,21 +40,31 @@ class IngestFastPath:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-
-        async def chunks() -> AsyncIterator[bytes]:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                yield message.get("body", b"")
-                if not message.get("more_body"):
-                    return
-
-        reply = await accept(self.runtime, headers.get("authorization"), chunks(),
-                             headers.get("content-length"), headers.get("content-encoding"))
+        limit = self.runtime.settings.http.max_body_bytes
+        reply = await accept(self.runtime, headers.get("authorization"),
+                             await _whole_body(receive, limit), headers.get("content-length"),
+                             headers.get("content-encoding"))
         body = orjson.dumps(reply.content)
         out = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
         out += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
         await send({"type": "http.response.start", "status": reply.status, "headers": out})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _whole_body(receive: Receive, limit: int) -> bytes:
+    """The request body as received (most arrive in one message), cut just past `limit` so
+    that `read_body` refuses it without buffering more."""
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts, size = [body], len(body)
+    while message.get("more_body") and size <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)

@@ -74,6 +74,7 @@ class TokenStore:
     """Create, verify, list and revoke tokens. Verification is cached for a few seconds."""
 
     CACHE_SECONDS = 5.0
+    CACHE_MAX = 10_000
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -118,17 +119,20 @@ class TokenStore:
             self._cache.clear()
 
     def verify(self, token: str) -> Principal:
-        """The principal for a clear token, or AuthError(401) that never echoes the token."""
-        if not token.startswith(TOKEN_PREFIX):
-            raise AuthError("malformed token: sensorlake tokens start with 'slk_'")
-        digest = hash_token(token)
+        """The principal for a clear token, or AuthError(401) that never echoes the token.
+
+        Answers from a per-process cache for CACHE_SECONDS (this runs on every ingest
+        request); the cache lives in memory only and is bounded."""
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
+        hit = self._cache.get(token)
         if hit is None or now - hit[0] > self.CACHE_SECONDS:
-            hit = (now, self._lookup(digest))
+            if not token.startswith(TOKEN_PREFIX):
+                raise AuthError("malformed token: sensorlake tokens start with 'slk_'")
+            hit = (now, self._lookup(hash_token(token)))
             with self._lock:
-                self._cache[digest] = hit
+                if len(self._cache) >= self.CACHE_MAX:
+                    self._cache.clear()
+                self._cache[token] = hit
         if hit[1] is None:
             raise AuthError("unknown, expired or revoked token: create one with "
                             "`sensorlake tokens create`")

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import devices, query, run, tokens
+from sensorlake.cli import cost, devices, jobs, query, run, status, tokens
 from sensorlake.cli import poll as poll_cli
 from sensorlake.cli.common import (
     ConfigOption,
@@ -35,6 +35,13 @@ app.add_typer(poll_cli.app, name="poll")
 app.command("query")(query.query)
 app.command("up")(run.up)
 app.command("demo")(run.demo)
+app.command("cost")(cost.cost)
+app.command("status")(status.status)
+app.command("replay")(jobs.replay)
+app.add_typer(jobs.app, name="jobs")
+run_app = typer.Typer(help="Run one role of sensorlake on its own.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+run_app.command("scheduler")(jobs.run_scheduler)
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,6 @@ ASGI fast path (throughput) both call it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
     return runtime.tokens.verify(token.strip())
 
 
-async def accept(runtime: Runtime, authorization: str | None, chunks: AsyncIterator[bytes],
+async def accept(runtime: Runtime, authorization: str | None,
+                 chunks: AsyncIterator[bytes] | bytes,
                  content_length: str | None, content_encoding: str | None) -> Reply:
     """Handle one ingest request end to end."""
     try:
@@ -62,7 +62,7 @@ async def accept(runtime: Runtime, authorization: str | None, chunks: AsyncItera
     except InputError as exc:
         return _error(400, str(exc))
     try:
-        result = await asyncio.wrap_future(runtime.log.submit(parsed.envelopes))
+        result = await runtime.appender.append(parsed.envelopes)
     except Backpressure as exc:
         retry = max(runtime.settings.http.retry_after_seconds, round(exc.retry_after))
         return _error(503, str(exc), {"Retry-After": str(retry)})

@@ -1,12 +1,12 @@
 """What the source routes share: reading the credential and appending durably.
 
-`append` is the same durable step as `POST /api/v1/ingest`: it returns only after the log
+`append` is the same durable step as `POST /api/v1/ingest` (the runtime's `LogAppender`, so
+the requests of one event-loop turn share a group commit): it returns only after the log
 committed (then the caller may answer 2xx), or gives the 503 reply to send instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from collections.abc import Sequence
@@ -47,7 +47,7 @@ async def append(runtime: Runtime, envelopes: Sequence[Envelope]
         runtime.counters.http_requests += 1
         return AppendResult()
     try:
-        result = await asyncio.wrap_future(runtime.log.submit(envelopes))
+        result = await runtime.appender.append(envelopes)
     except Backpressure as exc:
         retry = max(runtime.settings.http.retry_after_seconds, round(exc.retry_after))
         return Reply(503, {"detail": str(exc)}, {"Retry-After": str(retry)})

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -42,9 +42,11 @@ LOG_ENTRY_SCHEMA = pa.schema(
 """Columns of a LogBatch table; also the schema of the lake's `raw/` files."""
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """Raw input exactly as received, with where it came from. Ingest never decodes further."""
+class Envelope(NamedTuple):
+    """Raw input exactly as received, with where it came from. Ingest never decodes further.
+
+    A named tuple: ingest builds one per message on its hot path, and a tuple is the cheapest
+    immutable record Python has."""
 
     msg_id: str
     """Idempotency key: the same msg_id appended twice is stored once."""
@@ -131,6 +133,13 @@ class Log(Protocol):
     def submit(self, envelopes: Sequence[Envelope]) -> Future[AppendResult]:
         """Queue an append; the future resolves once durable (group commit) or fails with
         Backpressure. Safe to call from any thread."""
+        ...
+
+    def submit_many(self, groups: Sequence[Sequence[Envelope]],
+                    ) -> Future[list[AppendResult | BaseException]]:
+        """Queue several independent appends at once (e.g. the requests of one event-loop
+        turn); the future resolves once all are durable, to one outcome per group in order:
+        its AppendResult, or the exception (Backpressure) that refused that group alone."""
         ...
 
     def append(self, envelopes: Sequence[Envelope]) -> AppendResult:

@@ -329,6 +329,20 @@ class MemoryLog(LogCore):
         settle(future, plan.results[0])
         return future
 
+    def submit_many(self, groups: Sequence[Sequence[Envelope]],
+                    ) -> Future[list[AppendResult | BaseException]]:
+        future: Future[list[AppendResult | BaseException]] = Future()
+        with self._cond:
+            if self._closed:
+                raise LogClosed("the log is closed")
+            known = {e.msg_id for group in groups for e in group if e.msg_id in self._ids}
+            stage = SeqStage(self._seqs)
+            plan = self._plan(groups, known, stage,
+                              lambda need: self._delete_acked(self._floor(), need, None))
+            self._publish(lambda: self._applied(plan, stage))
+        future.set_result(list(plan.results))
+        return future
+
     def _applied(self, plan: Plan, stage: SeqStage) -> None:
         for row in plan.rows:
             self._rows[row[0]] = row

@@ -26,6 +26,7 @@ from sensorlake.errors import SensorlakeError, TransientError
 from sensorlake.log import memory
 from sensorlake.log.base import AppendResult, Envelope, Span
 from sensorlake.log.memory import Consumer, LogClosed, Plan, Row, SeqStage
+from sensorlake.threads import start_thread
 
 try:
     import fcntl
@@ -74,6 +75,16 @@ class _Request:
     envelopes: Sequence[Envelope] = ()
     work: Callable[[], Callable[[], Any]] | None = None
     """A control write: runs in the transaction, returns the cache update for after COMMIT."""
+    groups: Sequence[Sequence[Envelope]] | None = None
+    """From `submit_many`: several appends, one result each, resolved as one list."""
+
+    @property
+    def parts(self) -> Sequence[Sequence[Envelope]]:
+        return self.groups if self.groups is not None else (self.envelopes,)
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
 
 
 class SQLiteLog(memory.LogCore):
@@ -99,8 +110,7 @@ class SQLiteLog(memory.LogCore):
         self._closing, self._want, self._w_first = False, 1, self._first
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._thread = threading.Thread(target=self._run, name="sensorlake-log", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "sensorlake-log")
 
     def _lock(self) -> IO[bytes]:
         handle = open(self.path.with_name(self.path.name + ".lock"), "a+b")  # noqa: SIM115
@@ -145,6 +155,15 @@ class SQLiteLog(memory.LogCore):
             future.set_result(AppendResult())
         return future
 
+    def submit_many(self, groups: Sequence[Sequence[Envelope]],
+                    ) -> Future[list[AppendResult | BaseException]]:
+        future: Future[list[AppendResult | BaseException]] = Future()
+        if any(groups):
+            self._enqueue(_Request(future, groups=list(groups)))
+        else:
+            future.set_result([AppendResult() for _ in groups])
+        return future
+
     def _enqueue(self, request: _Request) -> None:
         with self._qcond:
             if self._closing:
@@ -187,9 +206,9 @@ class SQLiteLog(memory.LogCore):
         """One control request, or the queued appends for one commit (holds _qcond)."""
         queue = self._queue
         items = [queue.popleft()]
-        count = len(items[0].envelopes)
+        count = items[0].size
         while items[0].work is None and queue and queue[0].work is None:
-            count += len(queue[0].envelopes)
+            count += queue[0].size
             if count > self.group_commit_max:
                 break
             items.append(queue.popleft())
@@ -217,7 +236,7 @@ class SQLiteLog(memory.LogCore):
             items = [it for it in items if it.future.set_running_or_notify_cancel()]
         stage = SeqStage(self._seqs)
         try:
-            plan = self._write([it.envelopes for it in items], stage, check)
+            plan = self._write([part for it in items for part in it.parts], stage, check)
         except BaseException as exc:
             self._rollback()
             if not check and isinstance(exc, sqlite3.IntegrityError):
@@ -236,8 +255,12 @@ class SQLiteLog(memory.LogCore):
             self._commit_appends(items, check=True)
             return
         self._publish(lambda: self._applied(plan, stage))
-        for item, outcome in zip(items, plan.results, strict=True):
-            memory.settle(item.future, outcome)
+        outcomes = iter(plan.results)
+        for item in items:
+            if item.groups is None:
+                memory.settle(item.future, next(outcomes))
+            else:
+                item.future.set_result([next(outcomes) for _ in item.groups])
 
     def _applied(self, plan: Plan, stage: SeqStage) -> None:
         self._last, self._first, self._stored = plan.last, self._w_first, plan.stored

@@ -41,12 +41,18 @@ class AqiStage:
         if pm.num_rows == 0:
             return batch
         derived = _derive(pm)
-        existing = pl.DataFrame(batch.readings.select(_KEY))
-        derived = derived.join(existing, on=_KEY, how="anti", maintain_order="left")
-        if derived.height == 0:
-            return batch
-        new_rows = derived.select(WORKING_SCHEMA.names).to_arrow().cast(WORKING_SCHEMA)
+        metric = batch.readings.column("metric")
+        if pc.any(pc.is_in(metric, value_set=DERIVED)).as_py():  # rare: already derived
+            existing = pl.DataFrame(batch.readings.select(_KEY))
+            derived = pl.DataFrame(derived).join(
+                existing, on=_KEY, how="anti", maintain_order="left").to_arrow()
+            if derived.num_rows == 0:
+                return batch
+        new_rows = derived.select(WORKING_SCHEMA.names).cast(WORKING_SCHEMA)
         return Batch(pa.concat_tables([batch.readings, new_rows]), batch.rejects)
+
+
+DERIVED = pa.array(["aqi_us", "aqi_uk"])
 
 
 def _valid_pm(readings: pa.Table) -> pa.Table:
@@ -59,30 +65,43 @@ def _valid_pm(readings: pa.Table) -> pa.Table:
     return readings.filter(pc.fill_null(keep, False))
 
 
-def _derive(pm: pa.Table) -> pl.DataFrame:
-    """One aqi_us and one aqi_uk row per (tenant, device_id, ts) of the valid PM rows."""
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Integer codes of a string column (equal strings, equal codes)."""
+    return pc.dictionary_encode(column).combine_chunks().indices.to_numpy(
+        zero_copy_only=False).astype(np.int64)
+
+
+def _derive(pm: pa.Table) -> pa.Table:
+    """One aqi_us and one aqi_uk row per (tenant, device_id, ts) of the valid PM rows.
+
+    Rows are sorted by (tenant, device, ts, pollutant preference); each run of equal keys is
+    one group: its maxima come from `np.maximum.reduceat`, its copied columns from its first
+    row (the pm2_5 row when there is one)."""
     values = pm.column("value").to_numpy()
     metric = pm.column("metric")
     us = np.zeros(pm.num_rows, dtype=np.int64)
     uk = np.zeros(pm.num_rows, dtype=np.int64)
     rank = np.zeros(pm.num_rows, dtype=np.int64)
     for position, pollutant in enumerate(PM_METRICS):  # one vectorized pass per pollutant
-        rows = pc.equal(metric, pollutant).to_numpy()
+        rows = pc.equal(metric, pollutant).to_numpy(zero_copy_only=False)
         if rows.any():
             us[rows] = us_epa_aqi(pollutant, values[rows]).to_numpy()
             uk[rows] = uk_daqi(pollutant, values[rows]).to_numpy()
             rank[rows] = position
-    frame = pl.DataFrame(pm.select(_GROUP + _COPIED)).with_columns(
-        pl.Series("_us", us), pl.Series("_uk", uk), pl.Series("_rank", rank)
-    )
-    groups = frame.group_by(_GROUP, maintain_order=True).agg(
-        *(pl.col(name).sort_by("_rank").first() for name in _COPIED),
-        pl.col("_us").max(),
-        pl.col("_uk").max(),
-    )
-    return pl.concat(
-        [
-            groups.with_columns(metric=pl.lit("aqi_us"), value=pl.col("_us").cast(pl.Float64)),
-            groups.with_columns(metric=pl.lit("aqi_uk"), value=pl.col("_uk").cast(pl.Float64)),
-        ]
-    ).drop("_us", "_uk")
+    tenant, device = _codes(pm.column("tenant")), _codes(pm.column("device_id"))
+    ts = pc.cast(pm.column("ts"), pa.int64()).to_numpy()
+    order = np.lexsort((rank, ts, device, tenant))
+    key_changes = (np.diff(tenant[order]) != 0) | (np.diff(device[order]) != 0) | (
+        np.diff(ts[order]) != 0)
+    starts = np.flatnonzero(np.concatenate(([True], key_changes)))
+    first = pa.array(order[starts])
+    groups = pm.select(_GROUP + _COPIED).take(first)
+    count = groups.num_rows
+    index_us = np.maximum.reduceat(us[order], starts).astype(np.float64)
+    index_uk = np.maximum.reduceat(uk[order], starts).astype(np.float64)
+    return pa.concat_tables([
+        groups.append_column("metric", pa.repeat("aqi_us", count)).append_column(
+            "value", pa.array(index_us)),
+        groups.append_column("metric", pa.repeat("aqi_uk", count)).append_column(
+            "value", pa.array(index_uk)),
+    ])

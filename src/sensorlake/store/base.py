@@ -60,6 +60,24 @@ LATEST_SCHEMA = pa.schema(
     ]
 )
 
+WINDOW_SCHEMA = pa.schema(
+    [
+        pa.field("device_id", pa.string()),
+        pa.field("metric", pa.string()),
+        pa.field("count", pa.int64()),
+        pa.field("stamps", pa.int64()),
+        pa.field("mean", pa.float64()),
+        pa.field("min", pa.float64()),
+        pa.field("max", pa.float64()),
+        pa.field("first", pa.float64()),
+        pa.field("last", pa.float64()),
+        pa.field("first_ts", TS_TYPE),
+        pa.field("last_ts", TS_TYPE),
+    ]
+)
+"""Result of `window_stats`: one row per (device, metric) with readings in the window;
+`stamps` counts distinct timestamps, `first`/`last` are the values at `first_ts`/`last_ts`."""
+
 
 @dataclass(frozen=True)
 class ReadingQuery:
@@ -101,6 +119,22 @@ class HotStore(Protocol):
         ...
 
     def count(self, tenant: str | None = None) -> int:
+        ...
+
+    def window_stats(self, tenant: str, start: datetime, end: datetime,
+                     metrics: tuple[str, ...] | None = None,
+                     device_ids: tuple[str, ...] | None = None) -> pa.Table:
+        """WINDOW_SCHEMA aggregates per (device, metric) of start <= ts < end, from the hot
+        table only (alerts and status look at recent windows)."""
+        ...
+
+    def replace_span(self, first: int, last: int, readings: pa.Table,
+                     device_ids: tuple[str, ...] | None = None,
+                     tenant: str | None = None) -> int:
+        """Replay: in one transaction, delete the rows first stored by log offsets
+        first..last (of `tenant` and `device_ids`, or all), then insert `readings`
+        (HOT_SCHEMA, log_offset inside the span) whose key is absent; `latest` follows.
+        Returns rows inserted."""
         ...
 
     def apply_retention(self, now: datetime | None = None,

@@ -1,10 +1,13 @@
 """The embedded hot store: one DuckDB file, with the lake behind it for old ranges.
 
 `readings` has no primary key or ART index (it would have to fit in memory at hundreds of
-millions of rows). Writes are insert-if-absent by an anti-join restricted to the batch's ts
-range, so DuckDB prunes row groups by their zone maps and only recent data is probed. A
-small `latest` table (one row per tenant, device, metric; primary key) is upserted in the
-same transaction. One parent connection; every call works on its own cursor; one lock
+millions of rows). Insert-if-absent rests on the small `latest` table (one row per tenant,
+device, metric; primary key), upserted in the same transaction as every insert, so that
+every stored reading of a key has `ts <= latest.ts`. A batch row newer than its key's latest
+cannot be stored yet and is inserted directly (the common case: devices report in order).
+Only when some are not (late data, retries, replays) are those rows checked against
+`readings`, by an anti-join restricted to their ts ranges so DuckDB prunes row groups by
+their zone maps. One parent connection; every call works on its own cursor; one lock
 serializes writes.
 """
 
@@ -23,7 +26,7 @@ import pyarrow.compute as pc
 
 from sensorlake.errors import NotFound, SinkUnavailable
 from sensorlake.model import READING_SCHEMA
-from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, ReadingQuery
+from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, WINDOW_SCHEMA, ReadingQuery
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.memory import conform, dedupe_first
 from sensorlake.store.query import (
@@ -35,6 +38,7 @@ from sensorlake.store.query import (
     series_sql,
     ts_literal,
     utc,
+    window_sql,
 )
 
 SCHEMA_SQL = """
@@ -50,12 +54,43 @@ CREATE TABLE IF NOT EXISTS latest (
 
 UPSERT_LATEST = """
 INSERT INTO latest
-SELECT tenant, device_id, metric, ts, value, lat, lon FROM fresh
-QUALIFY row_number() OVER (PARTITION BY tenant, device_id, metric ORDER BY ts DESC) = 1
+SELECT tenant, device_id, metric, ts, newest.value, newest.lat, newest.lon FROM (
+    SELECT tenant, device_id, metric, max(ts) AS ts,
+           arg_max({'value': value, 'lat': lat, 'lon': lon}, ts) AS newest
+    FROM batch GROUP BY tenant, device_id, metric)
 ON CONFLICT (tenant, device_id, metric) DO UPDATE
 SET ts = excluded.ts, value = excluded.value, lat = excluded.lat, lon = excluded.lon
 WHERE excluded.ts > latest.ts
 """
+"""The newest row of each key in the batch becomes its latest, unless one at least as new is
+stored (duplicates and late rows never move it: first stored wins, as in `readings`)."""
+
+INSERT_NEWER = """
+INSERT INTO readings
+SELECT b.* FROM batch b LEFT JOIN latest l
+  ON l.tenant = b.tenant AND l.device_id = b.device_id AND l.metric = b.metric
+WHERE l.ts IS NULL OR b.ts > l.ts
+"""
+
+LATE_TS = """
+SELECT epoch_us(b.ts) AS ts FROM batch b JOIN latest l
+  ON l.tenant = b.tenant AND l.device_id = b.device_id AND l.metric = b.metric
+WHERE b.ts <= l.ts
+"""
+
+INSERT_LATE_ABSENT = """
+INSERT INTO readings
+SELECT b.* FROM batch b JOIN latest l
+  ON l.tenant = b.tenant AND l.device_id = b.device_id AND l.metric = b.metric
+WHERE b.ts <= l.ts AND b.ts BETWEEN {span} AND NOT EXISTS (
+  SELECT 1 FROM readings r WHERE r.tenant = b.tenant AND r.device_id = b.device_id
+  AND r.metric = b.metric AND r.ts = b.ts AND r.ts BETWEEN {span})
+"""
+
+REPLACE_LATEST = UPSERT_LATEST.replace("FROM batch GROUP BY", "FROM replayed GROUP BY") \
+    .replace("excluded.ts > latest.ts", "excluded.ts >= latest.ts")
+"""Replay: the rows it inserted move `latest`, a re-derived reading at the same ts too (its
+value was fixed). Rows it did not insert (another offset holds the key) never do."""
 
 RANGE_GAP_US = 3_600_000_000
 """Readings further apart than this in one batch are probed as separate ts ranges."""
@@ -104,9 +139,6 @@ class DuckDBStore:
         if not read_only:
             self._conn.execute(SCHEMA_SQL)
         self._writer = self._conn.cursor()
-        if not read_only:
-            self._writer.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS fresh AS SELECT * FROM readings LIMIT 0")
 
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -128,25 +160,19 @@ class DuckDBStore:
         batch = dedupe_first(conform(readings))
         if batch.num_rows == 0:
             return 0
-        ranges = ts_ranges(pc.cast(batch.column("ts"), pa.int64()).to_numpy())
         with self._write_lock:
             cur = self._writer
             cur.register("batch", batch)
             try:
                 cur.execute("BEGIN TRANSACTION")
-                cur.execute("DELETE FROM fresh")
-                for lo, hi in ranges:
-                    span = f"{ts_literal(lo)} AND {ts_literal(hi)}"
-                    cur.execute(
-                        "INSERT INTO fresh SELECT b.* FROM batch b "
-                        f"WHERE b.ts BETWEEN {span} AND NOT EXISTS ("
-                        "SELECT 1 FROM readings r WHERE r.tenant = b.tenant "
-                        "AND r.device_id = b.device_id AND r.metric = b.metric "
-                        f"AND r.ts = b.ts AND r.ts BETWEEN {span})")
-                added = cur.sql("SELECT count(*) FROM fresh").fetchall()[0][0]
-                if added:
-                    cur.execute("INSERT INTO readings SELECT * FROM fresh")
-                    cur.execute(UPSERT_LATEST)
+                added = cur.execute(INSERT_NEWER).fetchall()[0][0]
+                if added < batch.num_rows:  # some rows are at or before their key's latest
+                    late = cur.sql(LATE_TS).to_arrow_table().column("ts").to_numpy()
+                    for lo, hi in ts_ranges(late):
+                        span = f"{ts_literal(lo)} AND {ts_literal(hi)}"
+                        added += cur.execute(
+                            INSERT_LATE_ABSENT.format(span=span)).fetchall()[0][0]
+                cur.execute(UPSERT_LATEST)
                 cur.execute("COMMIT")
             except duckdb.Error as exc:
                 with contextlib.suppress(duckdb.Error):
@@ -163,6 +189,59 @@ class DuckDBStore:
             table = cur.sql(f"SELECT {columns} FROM readings WHERE log_offset BETWEEN ? AND ?",
                             params=[first, last]).to_arrow_table()
         return table.cast(READING_SCHEMA)
+
+    def replace_span(self, first: int, last: int, readings: pa.Table,
+                     device_ids: tuple[str, ...] | None = None,
+                     tenant: str | None = None) -> int:
+        """Replay: swap the rows first stored by offsets first..last for `readings`, in one
+        transaction (see HotStore.replace_span)."""
+        batch = dedupe_first(conform(readings))
+        devices = "" if device_ids is None else \
+            f" AND device_id IN ({', '.join('?' for _ in device_ids)})"
+        if tenant is not None:
+            devices += " AND tenant = ?"
+        params: list[object] = [first, last, *(device_ids or ()),
+                                *(() if tenant is None else (tenant,))]
+        key = "r.tenant = x.tenant AND r.device_id = x.device_id AND r.metric = x.metric"
+        with self._write_lock:
+            cur = self._writer
+            cur.register("batch", batch)
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute("CREATE OR REPLACE TEMP TABLE gone AS SELECT DISTINCT tenant, "
+                            "device_id, metric FROM readings WHERE log_offset BETWEEN ? AND ?"
+                            + devices, params)
+                cur.execute("DELETE FROM readings WHERE log_offset BETWEEN ? AND ?" + devices,
+                            params)
+                bounds = "TRUE"
+                if batch.num_rows:  # zone maps prune the probe to the batch's time range
+                    us = pc.cast(batch.column("ts"), pa.int64())
+                    bounds = (f"r.ts BETWEEN {ts_literal(pc.min(us).as_py())} AND "
+                              f"{ts_literal(pc.max(us).as_py())}")
+                cur.execute("CREATE OR REPLACE TEMP TABLE replayed AS SELECT x.* FROM batch x "
+                            f"WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE {key} AND "
+                            f"r.ts = x.ts AND {bounds})")
+                cur.execute("INSERT INTO readings SELECT * FROM replayed")
+                cur.execute(REPLACE_LATEST)
+                # a latest value whose reading is gone (no longer produced): recompute it
+                cur.execute(f"DELETE FROM latest x WHERE EXISTS (SELECT 1 FROM gone r WHERE "
+                            f"{key}) AND NOT EXISTS (SELECT 1 FROM readings r WHERE {key} "
+                            "AND r.ts = x.ts)")
+                cur.execute("INSERT INTO latest SELECT r.tenant, r.device_id, r.metric, r.ts, "
+                            "r.value, r.lat, r.lon FROM readings r JOIN gone x ON "
+                            f"{key} WHERE NOT EXISTS (SELECT 1 FROM latest l WHERE "
+                            "l.tenant = r.tenant AND l.device_id = r.device_id AND "
+                            "l.metric = r.metric) QUALIFY row_number() OVER (PARTITION BY "
+                            "r.tenant, r.device_id, r.metric ORDER BY r.ts DESC) = 1")
+                added = cur.sql("SELECT count(*) FROM replayed").fetchall()[0][0]
+                cur.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                raise SinkUnavailable(f"hot store {self.path}: replay failed: {exc}") from exc
+            finally:
+                cur.unregister("batch")
+            return int(added)
 
     def apply_retention(self, now: datetime | None = None,
                         done_offset: int | None = None) -> int:
@@ -200,6 +279,17 @@ class DuckDBStore:
         with self._cursor() as cur:
             table = cur.sql(sql, params=params).to_arrow_table()
         return table.cast(LATEST_SCHEMA)
+
+    def window_stats(self, tenant: str, start: datetime, end: datetime,
+                     metrics: tuple[str, ...] | None = None,
+                     device_ids: tuple[str, ...] | None = None) -> pa.Table:
+        """WINDOW_SCHEMA per (device, metric) over start <= ts < end (zone maps prune)."""
+        if device_ids == ():
+            return WINDOW_SCHEMA.empty_table()
+        sql, params = window_sql(tenant, utc(start), utc(end), metrics, device_ids)
+        with self._cursor() as cur:
+            table = cur.sql(sql, params=params).to_arrow_table()
+        return table.cast(WINDOW_SCHEMA)
 
     def count(self, tenant: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM readings", []

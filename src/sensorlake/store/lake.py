@@ -5,6 +5,11 @@ Layout: `<root>/<dataset>/date=YYYY-MM-DD/hour=HH/part-<first:012d>-<last:012d>.
 the path only. A file is written to `.tmp-*` in its folder, fsynced, hard-linked to its final
 name (an existing file wins and is left alone) and the folder fsynced, so a crash leaves at
 most temp files, which no glob matches and later writes to the folder remove.
+
+Compaction and replay add files that *supersede* others (`live_files`): a
+`part-<a>-<b>.parquet` covering the spans of smaller files in the same folder, or
+`part-<a>-<b>-g<n>.parquet`, a newer generation of the same span. Readers going through
+`files()` see only the live ones, so a merge or a rewrite becomes visible with one link.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -44,8 +51,46 @@ SORT_KEY: dict[str, tuple[str, ...]] = {
 }
 
 
-def file_name(span: Span) -> str:
-    return f"part-{span.first:012d}-{span.last:012d}.parquet"
+_PART = re.compile(r"^part-(\d+)-(\d+)(?:-g(\d+))?\.parquet$")
+
+
+def file_name(span: Span, generation: int = 0) -> str:
+    gen = f"-g{generation}" if generation else ""
+    return f"part-{span.first:012d}-{span.last:012d}{gen}.parquet"
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    """A lake file and the log span (and generation) its name says it holds."""
+
+    path: str
+    first: int
+    last: int
+    generation: int = 0
+
+    @property
+    def size(self) -> int:
+        return os.stat(self.path).st_size
+
+
+def parse_file(path: str) -> LakeFile | None:
+    match = _PART.match(os.path.basename(path))
+    if match is None:
+        return None
+    return LakeFile(path, int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+
+
+def live_files(files: list[LakeFile]) -> list[LakeFile]:
+    """The files of one partition that no other supersedes: B is superseded by A when A's
+    span contains B's and is larger, or is the same span with a higher generation."""
+    ordered = sorted(files, key=lambda f: (f.first, -f.last, -f.generation))
+    out: list[LakeFile] = []
+    reach = 0
+    for f in ordered:
+        if f.last > reach:
+            out.append(f)
+            reach = f.last
+    return sorted(out, key=lambda f: f.path)
 
 
 def partition_dir(root: Path, dataset: str, hour_index: int) -> Path:
@@ -138,6 +183,26 @@ class ParquetLake:
             written.append(str(final))
         return written
 
+    def publish(self, dataset: Dataset, hour: int, name: str, table: pa.Table) -> Path:
+        """Write one file durably into the partition of `hour` (create-if-absent, like
+        write_span); `table` may be empty (an empty file supersedes, see live_files)."""
+        folder = partition_dir(self.root, dataset, hour)
+        final = folder / name
+        if not final.exists():
+            _ensure_dir(folder, self.root)
+            self._write_file(dataset, _conform(dataset, table), folder, final)
+        return final
+
+    def remove(self, paths: list[str]) -> None:
+        """Delete files (superseded ones) and fsync their folders."""
+        folders = set()
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                folders.add(os.path.dirname(path))
+        for folder in folders:
+            _fsync_dir(Path(folder))
+
     def _write_file(self, dataset: Dataset, table: pa.Table, folder: Path, final: Path) -> None:
         tmp = folder / f"{TEMP_PREFIX}{final.stem}-{uuid.uuid4().hex}"
         try:
@@ -193,11 +258,22 @@ class ParquetLake:
         lo = _hour_index(start) if start is not None else None
         hi = _hour_index(end - timedelta(microseconds=1)) if end is not None else None
         out: list[str] = []
-        for _, folder in self._partitions(dataset, lo, hi):
-            with os.scandir(folder) as it:
-                out.extend(sorted(e.path for e in it
-                                  if e.name.endswith(".parquet") and not e.name.startswith(".")))
+        for _, _, live in self.partition_files(dataset, lo, hi):
+            out.extend(f.path for f in live)
         return out
+
+    def partition_files(self, dataset: Dataset, lo: int | None = None, hi: int | None = None,
+                        ) -> Iterator[tuple[int, Path, list[LakeFile]]]:
+        """(hour index, folder, live files) per partition between hour indexes lo and hi."""
+        for hour, folder in self._partitions(dataset, lo, hi):
+            yield hour, folder, live_files(self.folder_files(folder))
+
+    @staticmethod
+    def folder_files(folder: Path) -> list[LakeFile]:
+        """Every named part file of one partition folder, superseded ones included."""
+        with os.scandir(folder) as it:
+            parsed = [parse_file(e.path) for e in it if not e.name.startswith(".")]
+        return [f for f in parsed if f is not None]
 
     def _partitions(self, dataset: str, lo: int | None,
                     hi: int | None) -> Iterator[tuple[int, Path]]:

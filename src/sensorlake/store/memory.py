@@ -20,6 +20,7 @@ from sensorlake.store.base import (
     LATEST_SCHEMA,
     QUARANTINE_SCHEMA,
     SERIES_SCHEMA,
+    WINDOW_SCHEMA,
     ReadingQuery,
 )
 from sensorlake.store.query import matches_nothing, utc, width_us
@@ -127,6 +128,44 @@ class MemoryStore:
         with self._lock:
             rows = self._rows
         return rows.height if tenant is None else rows.filter(pl.col("tenant") == tenant).height
+
+    def window_stats(self, tenant: str, start: datetime, end: datetime,
+                     metrics: tuple[str, ...] | None = None,
+                     device_ids: tuple[str, ...] | None = None) -> pa.Table:
+        with self._lock:
+            rows = self._rows
+        ts_us = pl.col("ts").dt.epoch("us")
+        rows = self._select(rows, tenant, metrics, device_ids).filter(
+            (ts_us >= _epoch_us(start)) & (ts_us < _epoch_us(end)))
+        value = pl.col("value")
+        out = rows.group_by("device_id", "metric").agg(
+            pl.len().cast(pl.Int64).alias("count"),
+            pl.col("ts").n_unique().cast(pl.Int64).alias("stamps"),
+            value.mean().alias("mean"), value.min().alias("min"), value.max().alias("max"),
+            value.sort_by("ts").first().alias("first"), value.sort_by("ts").last().alias("last"),
+            pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"),
+        ).sort("device_id", "metric")
+        return out.select(WINDOW_SCHEMA.names).to_arrow().cast(WINDOW_SCHEMA)
+
+    def replace_span(self, first: int, last: int, readings: pa.Table,
+                     device_ids: tuple[str, ...] | None = None,
+                     tenant: str | None = None) -> int:
+        batch = pl.from_arrow(dedupe_first(conform(readings)))
+        assert isinstance(batch, pl.DataFrame)
+        key = list(READING_KEY)
+        gone = pl.col("log_offset").is_between(first, last)
+        if device_ids is not None:
+            gone &= pl.col("device_id").is_in(list(device_ids))
+        if tenant is not None:
+            gone &= pl.col("tenant") == tenant
+        with self._lock:
+            kept = self._rows.filter(~gone.fill_null(False))
+            fresh = batch.join(kept.select(key), on=key, how="anti", maintain_order="left")
+            self._rows = pl.concat([kept, fresh])
+            self._latest = (self._rows.sort("ts", descending=True, maintain_order=True)
+                            .unique(subset=["tenant", "device_id", "metric"], keep="first",
+                                    maintain_order=True))
+            return fresh.height
 
     def span_readings(self, first: int, last: int) -> pa.Table:
         with self._lock:

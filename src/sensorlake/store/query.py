@@ -161,3 +161,18 @@ def ts_literal(us: int) -> str:
     """A TIMESTAMPTZ literal for µs since the epoch (values computed by the store)."""
     at = EPOCH + timedelta(microseconds=int(us))
     return f"TIMESTAMPTZ '{at.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
+
+
+def window_sql(tenant: str, start: datetime, end: datetime, metrics: Sequence[str] | None,
+               device_ids: Sequence[str] | None, relation: str = "readings",
+               d: Dialect = DUCKDB) -> tuple[str, list[object]]:
+    """WINDOW_SCHEMA columns: aggregates per (device, metric) over start <= ts < end."""
+    where, params = _filters(tenant, metrics, device_ids, d)
+    where += [f"ts >= {d.param}", f"ts < {d.param}"]
+    params += [start, end]
+    sql = (f"SELECT device_id, metric, CAST(count(*) AS BIGINT) AS count, "
+           f"CAST(count(DISTINCT ts) AS BIGINT) AS stamps, avg(value) AS mean, "
+           f"min(value) AS min, max(value) AS max, {d.first} AS first, {d.last} AS last, "
+           f"min(ts) AS first_ts, max(ts) AS last_ts FROM {relation} "
+           f"WHERE {' AND '.join(where)} GROUP BY device_id, metric ORDER BY device_id, metric")
+    return sql, params

@@ -19,10 +19,12 @@ def healthz(runtime: RuntimeDep) -> Response:
     return json_response({"status": "ok" if ready else "starting"}, 200 if ready else 503)
 
 
-@router.get("/api/v1/status", summary="Log backlog, worker progress and quarantine counts")
+@router.get("/api/v1/status", summary="Health in plain words: rates, backlog and ETA, "
+            "sinks, quarantine, disk, silent devices, alerts, jobs")
 def status(runtime: RuntimeDep, principal: PrincipalDep) -> dict:
     _allow(principal, principal.tenant)
-    return runtime.status(principal.tenant)
+    from sensorlake.ops.status import build_status
+    return build_status(runtime, principal.tenant)
 
 
 @router.get("/api/v1/quarantine", summary="Rejected input with its reason and source")

@@ -1,8 +1,12 @@
 """The Sensor.Community open-data poller and the route that accepts the same files.
 
     poll_once(settings, target)      fetch `sensor_community.url` once, deliver it
-    RuntimeTarget(runtime)           deliver in-process (a job, `sensorlake poll` alone)
+    RuntimeTarget(runtime)           deliver in-process (the job, `sensorlake poll` alone)
     ServerTarget(url, token)         deliver to a running `sensorlake up` over HTTP
+
+The job `sensor-community` (registered here, loaded through `ops/builtin.py: EXTENSIONS`)
+runs one poll inside `sensorlake up`; it is off until scheduled
+(`[jobs.schedules] sensor-community = "every 5m"`) or run (`sensorlake jobs run`).
 
 A file is a JSON array of records. Each record becomes one envelope of codec
 `sensor_community` for device `sc-<sensor id>`, with message id `sc/<sensor>/<timestamp>`:
@@ -27,6 +31,7 @@ from sensorlake.catalog import Catalog
 from sensorlake.decode.rows import number
 from sensorlake.errors import InputError, TransientError
 from sensorlake.log.base import AppendResult, Envelope
+from sensorlake.ops.jobs import JobContext, register_job
 from sensorlake.registry import Device, DeviceRegistry, is_valid_device_id
 
 if TYPE_CHECKING:
@@ -234,3 +239,14 @@ def poll_once(settings: Settings, target: Target, url: str | None = None,
     url = url or settings.sensor_community.url
     body = fetch(url, settings.sensor_community.timeout_seconds, client)
     return target.deliver(body, f"poll:{url}")
+
+
+def sensor_community_job(ctx: JobContext) -> dict[str, Any]:
+    """Poll the Sensor.Community open data once (sensor_community.url, or params.url)."""
+    ctx.progress(done=0, total=1, message="fetching")
+    result = poll_once(ctx.runtime.settings, RuntimeTarget(ctx.runtime), url=ctx.params.get("url"))
+    ctx.progress(done=1, total=1, rows_done=result.new, force=True)
+    return result.row()
+
+
+register_job("sensor-community", sensor_community_job, None)

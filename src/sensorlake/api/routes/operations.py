@@ -1,0 +1,116 @@
+"""Prometheus metrics, liveness and readiness, alerts and jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request
+from starlette.responses import Response
+
+from sensorlake.api.deps import PrincipalDep, RuntimeDep, get_principal, json_response
+from sensorlake.api.routes.readings import _allow
+from sensorlake.errors import NotFound
+from sensorlake.ops.jobs import effective_schedule, eta_seconds, get_job, load_jobs
+from sensorlake.ops.prometheus import CONTENT_TYPE, exposition
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", summary="Prometheus metrics of this process")
+async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    if not runtime.settings.status.metrics_public:
+        principal = await get_principal(request)
+        _allow(principal, principal.tenant)
+    return Response(exposition(runtime), media_type=CONTENT_TYPE)
+
+
+@router.get("/livez", summary="200 while the process answers (liveness)")
+def livez() -> Response:
+    return json_response({"status": "alive"})
+
+
+@router.get("/readyz", summary="200 when every part can take work (readiness)")
+def readyz(runtime: RuntimeDep) -> Response:
+    stats = runtime.log.stats()
+    checks = {
+        "worker": runtime.ready(),
+        "log_has_room": stats.stored_bytes < stats.max_bytes,
+        "scheduler": runtime.ops.scheduler_alive() or not runtime.settings.jobs.enabled,
+    }
+    ready = all(checks.values())
+    return json_response({"status": "ready" if ready else "not ready", "checks": checks},
+                         200 if ready else 503)
+
+
+@router.get("/api/v1/alerts", summary="Alert rules, their current states and recent events")
+def alerts(runtime: RuntimeDep, principal: PrincipalDep,
+           limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
+    _allow(principal, principal.tenant)
+    from sensorlake.ops.alerts import alert_listing
+    return alert_listing(runtime, principal.tenant, limit)
+
+
+@router.get("/api/v1/jobs", summary="Registered jobs, schedules and their last runs")
+def jobs(runtime: RuntimeDep, principal: PrincipalDep) -> dict:
+    _allow(principal, principal.tenant)
+    db = runtime.ops.db
+    results = []
+    for name, job in sorted(load_jobs().items()):
+        last = db.last_finished(name)
+        results.append({"name": name, "schedule": effective_schedule(
+            job, runtime.settings.jobs.schedules), "description": job.description,
+            "last_status": last["status"] if last else None,
+            "last_finished_at": last["finished_at"] if last else None})
+    return {"meta": {"count": len(results)}, "results": results}
+
+
+@router.get("/api/v1/jobs/runs", summary="Job runs, newest first")
+def job_runs(runtime: RuntimeDep, principal: PrincipalDep,
+             job: Annotated[str | None, Query(description="Only this job")] = None,
+             limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:
+    _allow(principal, principal.tenant)
+    runs = [_visible(r) for r in runtime.ops.db.runs(job, limit)
+            if r["params"].get("tenant") in (None, principal.tenant)]
+    return {"meta": {"count": len(runs)}, "results": runs}
+
+
+@router.get("/api/v1/jobs/runs/{run_id}", summary="One job run with its progress and ETA")
+def job_run(run_id: int, runtime: RuntimeDep, principal: PrincipalDep) -> dict:
+    _allow(principal, principal.tenant)
+    run = runtime.ops.db.run(run_id)
+    if run is None or run["params"].get("tenant") not in (None, principal.tenant):
+        raise HTTPException(404, f"no job run {run_id}")
+    return _visible(run)
+
+
+@router.post("/api/v1/jobs/{name}/runs", status_code=202,
+             summary="Queue a run of a job now (the scheduler starts it within a second)")
+def run_job(name: str, runtime: RuntimeDep, principal: PrincipalDep,
+            params: Annotated[dict[str, Any] | None, Body()] = None) -> dict:
+    _allow(principal, principal.tenant)
+    try:
+        get_job(name)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    if name == "import":
+        _check_import_paths(runtime, params or {})
+    run_id = runtime.ops.db.create_run(name, {**(params or {}), "tenant": principal.tenant},
+                                       "manual")
+    return {"id": run_id, "job": name, "status": "queued"}
+
+
+def _check_import_paths(runtime: Any, params: dict[str, Any]) -> None:
+    """Over HTTP, an import reads only files under <data_dir>/imports/ (never any path)."""
+    root = runtime.settings.path("imports").resolve()
+    for key in ("path", "mapping"):
+        value = params.get(key)
+        target = (root / str(value)).resolve() if value else None
+        if target is None or not target.is_relative_to(root):
+            raise HTTPException(403, f"over the API, '{key}' must name a file under {root} "
+                                "(relative to it); copy the client's files there, or use "
+                                "`sensorlake jobs import` on the machine")
+        params[key] = str(target)
+
+
+def _visible(run: dict[str, Any]) -> dict[str, Any]:
+    return {**run, "eta_seconds": eta_seconds(run)}

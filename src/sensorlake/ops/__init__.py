@@ -1,0 +1,1 @@
+"""Operating sensorlake: status, Prometheus metrics, alerts, jobs, imports, replay, cost."""

@@ -1,0 +1,55 @@
+"""Fixtures for the ops tests: runtimes on temp data folders (closed at teardown), envelopes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from sensorlake.config import load_settings
+from sensorlake.log.base import Envelope
+from sensorlake.registry import Device
+from sensorlake.runtime import Runtime
+
+
+def envelope(device: str, seq: int, readings: dict[str, float], ts: str | None = None,
+             tenant: str = "default", received_us: int | None = None) -> Envelope:
+    doc: dict[str, Any] = {"device": device, "seq": seq, "readings": readings}
+    if ts:
+        doc["ts"] = ts
+    return Envelope(msg_id=f"{tenant}/{device}/seq/{seq}", tenant=tenant, device_id=device,
+                    source="test", codec="envelope", payload=orjson.dumps(doc),
+                    received_at_us=received_us or time.time_ns() // 1000, seq=seq)
+
+
+def drain(runtime: Runtime, timeout: float = 30) -> None:
+    """Step the (not started) worker until it processed the whole log, then flush the lake."""
+    deadline = time.monotonic() + timeout
+    while runtime.worker.cursor < runtime.log.stats().last_offset:
+        runtime.worker.step(wait=0.01)
+        assert time.monotonic() < deadline, "worker did not drain the log"
+    runtime.worker.flush_if_due(force=True)
+
+
+@pytest.fixture
+def make_runtime(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
+    runtimes: list[Runtime] = []
+
+    def build(devices: tuple[str, ...] = ("aq-1", "aq-2"), **overrides: Any) -> Runtime:
+        overrides.setdefault("jobs", {"enabled": False})
+        worker = {"lake_flush_seconds": 3600, "poll_seconds": 0.05, "linger_seconds": 0,
+                  **overrides.pop("worker", {})}
+        settings = load_settings(data_dir=tmp_path / f"data{len(runtimes)}", worker=worker,
+                                 **overrides)
+        runtime = Runtime(settings)
+        runtimes.append(runtime)
+        runtime.registry.upsert([Device(id=d, lat=52.1, lon=5.1) for d in devices])
+        return runtime
+
+    yield build
+    for runtime in runtimes:
+        runtime.close()
