@@ -24,7 +24,7 @@ import uvicorn
 from sensorlake.auth.tokens import TokenStore
 from sensorlake.catalog import Catalog
 from sensorlake.config import Settings
-from sensorlake.decode.context import configure_codecs, registry_lookup
+from sensorlake.decode.context import configure_codecs, registry_lookup, release_codecs
 from sensorlake.ingest.appender import LogAppender
 from sensorlake.log import open_log
 from sensorlake.ops.embedded import Ops
@@ -68,7 +68,7 @@ class Runtime:
                                settings.hot.retention_days)
         self.quarantine = SQLiteQuarantine(settings.path("quarantine.db"))
         self.counters = IngestCounters()
-        configure_codecs(settings, registry_lookup(self.catalog))
+        self._codecs = configure_codecs(settings, registry_lookup(self.catalog))
         self.started_at = datetime.now(UTC)
         self._context_lock = threading.Lock()
         self._context_version = -1
@@ -197,6 +197,7 @@ class Runtime:
         self.hot.close()
         self.quarantine.close()
         self.catalog.close()
+        release_codecs(self._codecs)
 
     # -- discovery for CLI commands ---------------------------------------------------------
     @property

@@ -80,11 +80,21 @@ _lock = threading.Lock()
 _context: CodecContext | None = None
 
 
-def configure_codecs(settings: Settings, lookup: DeviceLookup = no_registry) -> None:
-    """Give the codecs the settings and the registry of the running process."""
+def configure_codecs(settings: Settings, lookup: DeviceLookup = no_registry) -> CodecContext:
+    """Give the codecs the settings and the registry of the running process (one runtime per
+    process: the last one configured wins). Returns the context, for `release_codecs`."""
     global _context
     with _lock:
         _context = CodecContext(settings, lookup)
+        return _context
+
+
+def release_codecs(context: CodecContext) -> None:
+    """Forget `context` if it is still the configured one (its runtime is closing)."""
+    global _context
+    with _lock:
+        if _context is context:
+            _context = None
 
 
 def reset_codecs() -> None:
