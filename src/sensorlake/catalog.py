@@ -39,6 +39,57 @@ MIGRATIONS: list[str] = [
     CREATE TABLE changes (n INTEGER NOT NULL);
     INSERT INTO changes VALUES (0);
     """,
+    # 2: tenancy, users, scoped tokens, Cedar grants, the audit log (issue 6).
+    """
+    ALTER TABLE devices ADD COLUMN uid TEXT;
+    ALTER TABLE devices ADD COLUMN public INTEGER NOT NULL DEFAULT 0;
+    UPDATE devices SET uid = lower(hex(randomblob(12))) WHERE uid IS NULL;
+    CREATE UNIQUE INDEX devices_uid ON devices (uid);
+    CREATE TRIGGER devices_new_uid AFTER INSERT ON devices WHEN NEW.uid IS NULL BEGIN
+        UPDATE devices SET uid = lower(hex(randomblob(12))) WHERE rowid = NEW.rowid;
+    END;
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        uid TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE users (
+        uid TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        window_start INTEGER NOT NULL DEFAULT 0,
+        window_end INTEGER NOT NULL DEFAULT 1440,
+        created_at TEXT NOT NULL,
+        disabled_at TEXT,
+        UNIQUE (tenant, name)
+    );
+    ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';
+    ALTER TABLE tokens ADD COLUMN scopes TEXT;
+    ALTER TABLE tokens ADD COLUMN user_uid TEXT;
+    ALTER TABLE tokens ADD COLUMN rate_per_minute INTEGER;
+    CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        template TEXT NOT NULL,
+        user_uid TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        resource_uid TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE audit (
+        n INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_tenant ON audit (tenant, n);
+    """,
 ]
 """Numbered schema migrations; the catalog's user_version says how many ran."""
 

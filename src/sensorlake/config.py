@@ -155,6 +155,41 @@ class SensorCommunitySettings(Section):
         default_factory=dict, description="Extra value_type -> metric mappings (\"\" = ignore).")
 
 
+class ApiSettings(Section):
+    max_points: int = Field(
+        100_000, gt=0, description="Most points one readings response may hold; beyond it the "
+        "API asks for a wider `every` (422) or pages with `next`.")
+    auto_points: int = Field(
+        600, gt=0, description="Points per metric that `every=auto` aims for (charts).")
+    query_timeout_seconds: float = Field(
+        10, gt=0, description="A range or latest query running longer is cancelled (504).")
+    export_timeout_seconds: float = Field(
+        600, gt=0, description="An export streaming longer than this is cut off.")
+    max_json_body_bytes: int = Field(
+        64 << 10, gt=0, description="Largest JSON body of the non-ingest routes (else 413).")
+    public_tenant: str | None = Field(
+        None, description="Public mode: visitors without a token see this tenant's public "
+        "devices (map and latest values). Off when unset.")
+
+
+class AuthSettings(Section):
+    session_hours: float = Field(12, gt=0, description="Lifetime of a login session token.")
+    rate_per_minute: int = Field(
+        1200, ge=0, description="Requests per minute per token on the read API (burst: 10 s "
+        "worth); over it the API answers 429 with Retry-After. 0 = no limit.")
+    anonymous_rate_per_minute: int = Field(
+        300, ge=0, description="The same per client address for visitors without a token.")
+    policies_file: Path | None = Field(
+        None, description="Cedar policies to use instead of the built-in ones (same schema).")
+
+
+class DashboardSettings(Section):
+    title: str = Field("sensorlake", description="Title of the web dashboard at `/`.")
+    tile_url: str = Field(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png", description="Map tiles drawn over "
+        "the bundled base map when the browser can reach them; empty = never.")
+
+
 class ExtraMetric(Section):
     unit: str = Field(description="Canonical unit.")
     kind: Literal["gauge", "counter"] = "gauge"
@@ -289,6 +324,9 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     validation: ValidationSettings = ValidationSettings()
     ingest: IngestSettings = IngestSettings()
+    api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     jobs: JobsSettings = JobsSettings()
     compaction: CompactionSettings = CompactionSettings()
     status: StatusSettings = StatusSettings()

@@ -4,6 +4,7 @@
     ├── ConfigError                 a setting is missing or invalid (fix the config)
     ├── NotFound                    a device, token or file does not exist
     ├── AuthError                   a request lacks a valid credential or the right to act
+    ├── QueryTimeout                a query ran past its time limit (narrow it, or bucket it)
     ├── InputError        terminal  bad bytes or values: quarantine, never retry
     │   └── DecodeError             bytes that a codec cannot turn into readings
     └── TransientError    transient retry later, never acknowledge
@@ -32,6 +33,10 @@ class AuthError(SensorlakeError):
     def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
         self.status = status
+
+
+class QueryTimeout(SensorlakeError):
+    """A read query was cancelled at its time limit."""
 
 
 class InputError(SensorlakeError):

@@ -41,6 +41,7 @@ class Device(BaseModel):
     alt: float | None = Field(None, description="Static altitude in metres.")
     tags: dict[str, str] = Field(default_factory=dict)
     calibration: dict[str, Calibration] = Field(default_factory=dict)
+    public: bool = Field(False, description="Shown to everyone (public map and latest values).")
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -65,16 +66,16 @@ class DeviceRegistry:
         self.catalog.write([
             (
                 """INSERT INTO devices (tenant, id, type, name, lat, lon, alt, tags, calibration,
-                                        created_at, updated_at)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                                        created_at, updated_at, public)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
                    ON CONFLICT (tenant, id) DO UPDATE SET type=excluded.type,
                      name=excluded.name, lat=excluded.lat, lon=excluded.lon, alt=excluded.alt,
                      tags=excluded.tags, calibration=excluded.calibration,
-                     updated_at=excluded.updated_at""",
+                     updated_at=excluded.updated_at, public=excluded.public""",
                 (d.tenant, d.id, d.type, d.name, d.lat, d.lon, d.alt,
                  orjson.dumps(d.tags).decode(),
                  orjson.dumps({k: v.model_dump() for k, v in d.calibration.items()}).decode(),
-                 now, now),
+                 now, now, int(d.public)),
             )
             for d in devices
         ])
@@ -100,13 +101,27 @@ class DeviceRegistry:
 
     def _select(self, where: str, params: tuple) -> list[Device]:
         rows = self.catalog.execute(
-            f"SELECT tenant, id, type, name, lat, lon, alt, tags, calibration FROM devices {where}",
-            params)
+            "SELECT tenant, id, type, name, lat, lon, alt, tags, calibration, public"
+            f" FROM devices {where}", params)
         return [
             Device(tenant=r[0], id=r[1], type=r[2], name=r[3], lat=r[4], lon=r[5], alt=r[6],
-                   tags=orjson.loads(r[7]), calibration=orjson.loads(r[8]))
+                   tags=orjson.loads(r[7]), calibration=orjson.loads(r[8]), public=bool(r[9]))
             for r in rows
         ]
+
+    def uid(self, tenant: str, device_id: str) -> str:
+        """The device's catalog uid: random, never reused (a device removed and added again
+        gets a new one, so grants and policies never carry over to the newcomer)."""
+        rows = self.catalog.execute("SELECT uid FROM devices WHERE tenant=? AND id=?",
+                                    (tenant, device_id))
+        if not rows:
+            self.get(tenant, device_id)  # raises NotFound with the hint
+        return str(rows[0][0])
+
+    def uids(self, tenant: str) -> dict[str, str]:
+        """device id -> uid for every device of `tenant`."""
+        rows = self.catalog.execute("SELECT id, uid FROM devices WHERE tenant=?", (tenant,))
+        return {r[0]: r[1] for r in rows}
 
     def import_file(self, path: Path, tenant: str | None = None) -> list[Device]:
         """Upsert the devices of a YAML or JSON file: a list, or `{devices: [...]}`."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from sensorlake.auth.services import AuthServices
 from sensorlake.auth.tokens import TokenStore
 from sensorlake.catalog import Catalog
 from sensorlake.config import Settings
@@ -60,6 +61,7 @@ class Runtime:
         self.catalog = open_catalog(settings)
         self.registry = DeviceRegistry(self.catalog)
         self.tokens = TokenStore(self.catalog)
+        self.auth = AuthServices(self.catalog, self.registry, self.tokens, settings)
         self.log = open_log(settings)
         self.appender = LogAppender(self.log)
         self.lake = ParquetLake(settings.path("lake"), settings.lake.compression,

@@ -5,10 +5,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from sensorlake import __version__
+from sensorlake.api import openapi
+from sensorlake.api.dashboard import STATIC
 from sensorlake.api.fastpath import IngestFastPath
-from sensorlake.api.routes import ingest, operations, ops, readings
+from sensorlake.api.limits import BodyLimit
+from sensorlake.api.routes import (
+    admin,
+    auth,
+    dashboard,
+    devices,
+    exports,
+    ingest,
+    latest,
+    operations,
+    ops,
+    readings,
+)
 from sensorlake.api.routes import sources as source_routes
 
 if TYPE_CHECKING:
@@ -30,4 +45,13 @@ def create_app(runtime: Runtime, fast_path: bool = True) -> Any:
     app.include_router(ops.router)
     app.include_router(operations.router)
     app.include_router(source_routes.router)
-    return IngestFastPath(app, runtime) if fast_path else app
+    for router in (devices, latest, exports, auth, admin, dashboard):
+        app.include_router(router.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    openapi.install(app)
+    if not fast_path:
+        return app
+    settings = getattr(runtime, "settings", None)
+    limit = settings.api.max_json_body_bytes if settings is not None else 64 << 10
+    limited = BodyLimit(app, limit, skip=("/api/v1/ingest", "/api/v2/", "/api/v1/integrations/"))
+    return IngestFastPath(limited, runtime)

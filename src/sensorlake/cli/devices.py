@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sensorlake.auth.audit import AuditLog
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -24,7 +25,7 @@ from sensorlake.runtime import open_catalog
 
 app = typer.Typer(help="Register and list devices.", no_args_is_help=True)
 
-COLUMNS = ["tenant", "id", "type", "name", "lat", "lon", "alt", "tags", "calibration"]
+COLUMNS = ["tenant", "id", "type", "name", "lat", "lon", "alt", "public", "tags", "calibration"]
 
 
 def _registry(data_dir: Path | None, config: Path | None) -> tuple[DeviceRegistry, str]:
@@ -53,6 +54,8 @@ def add(
     tag: Annotated[list[str] | None, typer.Option(help="Tag key=value (repeatable).")] = None,
     calibrate: Annotated[list[str] | None, typer.Option(
         help="metric=scale,offset (repeatable), e.g. pm2_5=1.1,-0.5")] = None,
+    public: Annotated[bool, typer.Option(
+        "--public", help="Show it to everyone (public map and latest values).")] = False,
     tenant: TenantOption = None, data_dir: DataDirOption = None, config: ConfigOption = None,
 ) -> None:
     """Register a device (or update it if it exists)."""
@@ -70,10 +73,13 @@ def add(
         try:
             device = Device(id=device_id, tenant=tenant or default_tenant, type=type_,
                             name=name, lat=lat, lon=lon, alt=alt,
-                            tags=_pairs(tag or [], "--tag"), calibration=calibration)
+                            tags=_pairs(tag or [], "--tag"), calibration=calibration,
+                            public=public)
         except ValueError as exc:
             raise InputError(f"device '{device_id}': {exc}") from None
         registry.add(device)
+        AuditLog(registry.catalog).record(device.tenant, "cli", "device.add", device.id,
+                                          public=public)
         console.print(f"device [bold]{device.id}[/bold] registered in tenant {device.tenant}")
 
 
@@ -117,4 +123,6 @@ def remove(device_id: str, tenant: TenantOption = None, data_dir: DataDirOption 
     with friendly_errors():
         registry, default_tenant = _registry(data_dir, config)
         registry.remove(tenant or default_tenant, device_id)
+        AuditLog(registry.catalog).record(tenant or default_tenant, "cli", "device.remove",
+                                          device_id)
         console.print(f"device {device_id} removed")

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import cost, devices, jobs, query, run, status, tokens
+from sensorlake.cli import access, cost, devices, jobs, query, run, status, tokens
 from sensorlake.cli import poll as poll_cli
 from sensorlake.cli.common import (
     ConfigOption,
@@ -30,6 +30,8 @@ config_app = typer.Typer(help="Inspect the settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(devices.app, name="devices")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(access.users_app, name="users")
+app.add_typer(access.grants_app, name="grants")
 app.add_typer(query.quarantine_app, name="quarantine")
 app.add_typer(poll_cli.app, name="poll")
 app.command("query")(query.query)

@@ -81,8 +81,9 @@ def demo(
         runtime = _open(data_dir, config, host, port)
     settings = runtime.settings
     sims = fleet(devices, settings.default_tenant)
-    runtime.registry.upsert([s.device for s in sims])
+    runtime.registry.upsert([s.device.model_copy(update={"public": True}) for s in sims])
     owner_token, _ = runtime.tokens.create(Role.OWNER, settings.default_tenant, label="demo")
+    dashboard_login = demo_user(runtime)
     ingest_token, _ = runtime.tokens.create(Role.INGEST, settings.default_tenant,
                                             label="demo simulator")
     feed = DemoFeed(runtime, sims, ingest_token)
@@ -91,6 +92,8 @@ def demo(
         feed.start(rt.url or "")
         console.print(f"[bold]sensorlake demo[/bold]: {devices} simulated devices posting to "
                       f"{rt.url} · data in {settings.data_dir.resolve()}", highlight=False)
+        console.print(f"  [dim]{'dashboard':<12}[/dim]{rt.url}/  (sign in as {dashboard_login})",
+                      soft_wrap=True, highlight=False)
         console.print(f"  [dim]{'owner token':<12}[/dim]{owner_token}\n  [dim]{'try':<12}[/dim]"
                       f"curl -s -H 'Authorization: Bearer {owner_token}' "
                       f"'{rt.url}/api/v1/latest?metric=pm2_5'", soft_wrap=True,
@@ -115,6 +118,19 @@ def demo(
         ("again", f"sensorlake demo --data-dir {data}   # continues where it stopped"),
     ]:
         console.print(f"  [dim]{label:<12}[/dim]{line}", soft_wrap=True, highlight=False)
+
+
+def demo_user(runtime: Runtime) -> str:
+    """An owner user `demo` for the dashboard, with a fresh password each run."""
+    import secrets
+
+    users = runtime.auth.users
+    tenant = runtime.settings.default_tenant
+    if any(u.name == "demo" for u in users.list(tenant)):
+        users.remove(tenant, "demo")
+    password = secrets.token_urlsafe(9)
+    users.add(tenant, "demo", password, Role.OWNER)
+    return f"demo / {password}"
 
 
 def _watch(runtime: Runtime, feed: DemoFeed, seconds: float) -> None:

@@ -93,6 +93,10 @@ class ReadingQuery:
     """Bucket width; None returns raw readings."""
     agg: Aggregate = "mean"
     limit: int = 100_000
+    exclude_quality: int = 0
+    """Leave out readings whose `quality` has any of these bits (0 = keep every reading)."""
+    after: tuple[str, str, datetime] | None = None
+    """Keyset paging: only rows after this (device_id, metric, ts) in the result order."""
 
 
 @runtime_checkable
@@ -108,9 +112,10 @@ class HotStore(Protocol):
         """READING_SCHEMA rows first stored by log offsets first..last (what the lake gets)."""
         ...
 
-    def readings(self, query: ReadingQuery) -> pa.Table:
+    def readings(self, query: ReadingQuery, timeout: float | None = None) -> pa.Table:
         """SERIES_SCHEMA rows ordered by device, metric, ts. Ranges older than the hot
-        horizon are answered from the lake transparently."""
+        horizon are answered from the lake transparently. A query running longer than
+        `timeout` seconds raises QueryTimeout."""
         ...
 
     def latest(self, tenant: str, metrics: tuple[str, ...] | None = None,

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorlake.errors import NotFound, SinkUnavailable
+from sensorlake.errors import NotFound, QueryTimeout, SinkUnavailable
 from sensorlake.model import READING_SCHEMA
 from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, WINDOW_SCHEMA, ReadingQuery
 from sensorlake.store.lake import ParquetLake
@@ -111,6 +111,23 @@ def ts_ranges(ts_us: np.ndarray, gap: int = RANGE_GAP_US,
     starts = [0, *(cuts + 1).tolist()]
     ends = [*cuts.tolist(), len(values) - 1]
     return [(int(values[a]), int(values[b])) for a, b in zip(starts, ends, strict=True)]
+
+
+@contextlib.contextmanager
+def _deadline(cur: duckdb.DuckDBPyConnection, timeout: float | None) -> Iterator[None]:
+    """Interrupt `cur` after `timeout` seconds; the interruption surfaces as QueryTimeout."""
+    timer = threading.Timer(timeout, cur.interrupt) if timeout else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise QueryTimeout(f"the query ran longer than {timeout:g} s and was cancelled: "
+                           "narrow the range or ask for a wider `every`") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 class DuckDBStore:
@@ -256,19 +273,34 @@ class DuckDBStore:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def readings(self, query: ReadingQuery) -> pa.Table:
-        """SERIES_SCHEMA; the part of the range before the horizon comes from the lake."""
-        if matches_nothing(query):
-            return SERIES_SCHEMA.empty_table()
+    def _series(self, query: ReadingQuery) -> tuple[str, list[object]]:
         horizon = self.horizon()
         cold = None
         if self.lake is not None and utc(query.start) < horizon:
             files = self.lake.files("readings", utc(query.start), min(utc(query.end), horizon))
             cold = read_parquet(files) if files else None
-        sql, params = series_sql(query, plan_parts(query, "readings", cold, horizon), DUCKDB)
-        with self._cursor() as cur:
+        return series_sql(query, plan_parts(query, "readings", cold, horizon), DUCKDB)
+
+    def readings(self, query: ReadingQuery, timeout: float | None = None) -> pa.Table:
+        """SERIES_SCHEMA; the part of the range before the horizon comes from the lake.
+        Past `timeout` seconds the query is interrupted (QueryTimeout)."""
+        if matches_nothing(query):
+            return SERIES_SCHEMA.empty_table()
+        sql, params = self._series(query)
+        with self._cursor() as cur, _deadline(cur, timeout):
             table = cur.sql(sql, params=params).to_arrow_table()
         return table.cast(SERIES_SCHEMA)
+
+    def stream(self, query: ReadingQuery, batch_rows: int = 65_536,
+               timeout: float | None = None) -> Iterator[pa.RecordBatch]:
+        """SERIES_SCHEMA record batches of the whole range (lake included), for exports."""
+        if matches_nothing(query):
+            return
+        sql, params = self._series(query)
+        with self._cursor() as cur, _deadline(cur, timeout):
+            reader = cur.sql(sql, params=params).to_arrow_reader(batch_rows)
+            for batch in reader:
+                yield batch.cast(SERIES_SCHEMA)
 
     def latest(self, tenant: str, metrics: tuple[str, ...] | None = None,
                device_ids: tuple[str, ...] | None = None) -> pa.Table:

@@ -85,7 +85,7 @@ class MemoryStore:
             cond &= pl.col("device_id").is_in(list(device_ids))
         return frame.filter(cond)
 
-    def readings(self, query: ReadingQuery) -> pa.Table:
+    def readings(self, query: ReadingQuery, timeout: float | None = None) -> pa.Table:
         if matches_nothing(query):
             return SERIES_SCHEMA.empty_table()
         with self._lock:
@@ -94,6 +94,8 @@ class MemoryStore:
         ts_us = pl.col("ts").dt.epoch("us")
         rows = self._select(rows, query.tenant, query.metrics, query.device_ids)
         rows = rows.filter((ts_us >= start) & (ts_us < end))
+        if query.exclude_quality:
+            rows = rows.filter((pl.col("quality").cast(pl.Int64) & query.exclude_quality) == 0)
         if query.every is None:
             out = rows.sort(["device_id", "metric", "ts", "value"]).select(
                 "device_id", "metric", "ts", "value", pl.lit(1, pl.Int64).alias("count"))
@@ -115,6 +117,13 @@ class MemoryStore:
                 .sort(["device_id", "metric", "ts"])
                 .select("device_id", "metric", "ts", "value", "count")
             )
+        if query.after is not None:
+            device, metric, at = query.after
+            ts_key = pl.col("ts").dt.epoch("us")
+            out = out.filter((pl.col("device_id") > device)
+                             | ((pl.col("device_id") == device) & (pl.col("metric") > metric))
+                             | ((pl.col("device_id") == device) & (pl.col("metric") == metric)
+                                & (ts_key > _epoch_us(at))))
         return out.head(query.limit).to_arrow().cast(SERIES_SCHEMA)
 
     def latest(self, tenant: str, metrics: tuple[str, ...] | None = None,

@@ -117,6 +117,12 @@ def source_sql(query: ReadingQuery, parts: Sequence[Part],
         where, more = _filters(query.tenant, query.metrics, query.device_ids, d)
         where += [f"ts >= {d.param}", f"ts < {d.param}"]
         more += [part.start, part.end]
+        if query.exclude_quality:
+            where.append(f"(quality & {d.param}) = 0")
+            more.append(int(query.exclude_quality))
+        if query.after is not None and query.every is None:
+            where.append(f"(device_id, metric, ts) > ({d.param}, {d.param}, {d.param})")
+            more.extend(query.after)
         selects.append(f"SELECT device_id, metric, ts, value FROM {part.relation} "
                        f"WHERE {' AND '.join(where)}")
         params.extend(more)
@@ -139,13 +145,17 @@ def series_sql(query: ReadingQuery, parts: Sequence[Part],
     if query.agg not in aggs:
         raise ValueError(f"unknown aggregate {query.agg!r}: use one of {', '.join(aggs)}")
     bucket = d.bucket.format(us=width_us(query.every))
+    having, after = "", []
+    if query.after is not None:
+        having = f"HAVING (device_id, metric, bucket) > ({d.param}, {d.param}, {d.param})\n"
+        after = list(query.after)
     sql = (f"WITH src AS ({src}),\n"
            f"b AS (SELECT device_id, metric, {bucket} AS bucket, ts, value FROM src)\n"
            f"SELECT device_id, metric, bucket AS ts, {aggs[query.agg]} AS value,\n"
            "       CAST(count(*) AS BIGINT) AS count\n"
-           "FROM b GROUP BY device_id, metric, bucket\n"
+           f"FROM b GROUP BY device_id, metric, bucket\n{having}"
            f"ORDER BY device_id, metric, ts LIMIT {d.param}")
-    return sql, [*params, query.limit]
+    return sql, [*params, *after, query.limit]
 
 
 def latest_sql(tenant: str, metrics: Sequence[str] | None, device_ids: Sequence[str] | None,

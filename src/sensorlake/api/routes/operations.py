@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from starlette.responses import Response
 
-from sensorlake.api.deps import PrincipalDep, RuntimeDep, get_principal, json_response
-from sensorlake.api.routes.readings import _allow
+from sensorlake.api.access import Access, AccessDep, caller
+from sensorlake.api.deps import RuntimeDep, json_response
 from sensorlake.errors import NotFound
 from sensorlake.ops.jobs import effective_schedule, eta_seconds, get_job, load_jobs
 from sensorlake.ops.prometheus import CONTENT_TYPE, exposition
@@ -19,8 +19,7 @@ router = APIRouter(tags=["operations"])
 @router.get("/metrics", summary="Prometheus metrics of this process")
 async def metrics(request: Request, runtime: RuntimeDep) -> Response:
     if not runtime.settings.status.metrics_public:
-        principal = await get_principal(request)
-        _allow(principal, principal.tenant)
+        Access(runtime, caller(request)).require("read_status")
     return Response(exposition(runtime), media_type=CONTENT_TYPE)
 
 
@@ -43,16 +42,16 @@ def readyz(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/api/v1/alerts", summary="Alert rules, their current states and recent events")
-def alerts(runtime: RuntimeDep, principal: PrincipalDep,
+def alerts(runtime: RuntimeDep, access: AccessDep,
            limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
-    _allow(principal, principal.tenant)
+    access.require("read_status")
     from sensorlake.ops.alerts import alert_listing
-    return alert_listing(runtime, principal.tenant, limit)
+    return alert_listing(runtime, access.tenant_id, limit)
 
 
 @router.get("/api/v1/jobs", summary="Registered jobs, schedules and their last runs")
-def jobs(runtime: RuntimeDep, principal: PrincipalDep) -> dict:
-    _allow(principal, principal.tenant)
+def jobs(runtime: RuntimeDep, access: AccessDep) -> dict:
+    access.require("read_status")
     db = runtime.ops.db
     results = []
     for name, job in sorted(load_jobs().items()):
@@ -65,36 +64,36 @@ def jobs(runtime: RuntimeDep, principal: PrincipalDep) -> dict:
 
 
 @router.get("/api/v1/jobs/runs", summary="Job runs, newest first")
-def job_runs(runtime: RuntimeDep, principal: PrincipalDep,
+def job_runs(runtime: RuntimeDep, access: AccessDep,
              job: Annotated[str | None, Query(description="Only this job")] = None,
              limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:
-    _allow(principal, principal.tenant)
+    access.require("read_status")
     runs = [_visible(r) for r in runtime.ops.db.runs(job, limit)
-            if r["params"].get("tenant") in (None, principal.tenant)]
+            if r["params"].get("tenant") in (None, access.tenant_id)]
     return {"meta": {"count": len(runs)}, "results": runs}
 
 
 @router.get("/api/v1/jobs/runs/{run_id}", summary="One job run with its progress and ETA")
-def job_run(run_id: int, runtime: RuntimeDep, principal: PrincipalDep) -> dict:
-    _allow(principal, principal.tenant)
+def job_run(run_id: int, runtime: RuntimeDep, access: AccessDep) -> dict:
+    access.require("read_status")
     run = runtime.ops.db.run(run_id)
-    if run is None or run["params"].get("tenant") not in (None, principal.tenant):
+    if run is None or run["params"].get("tenant") not in (None, access.tenant_id):
         raise HTTPException(404, f"no job run {run_id}")
     return _visible(run)
 
 
 @router.post("/api/v1/jobs/{name}/runs", status_code=202,
              summary="Queue a run of a job now (the scheduler starts it within a second)")
-def run_job(name: str, runtime: RuntimeDep, principal: PrincipalDep,
+def run_job(name: str, runtime: RuntimeDep, access: AccessDep,
             params: Annotated[dict[str, Any] | None, Body()] = None) -> dict:
-    _allow(principal, principal.tenant)
+    access.require("run_jobs")
     try:
         get_job(name)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     if name == "import":
         _check_import_paths(runtime, params or {})
-    run_id = runtime.ops.db.create_run(name, {**(params or {}), "tenant": principal.tenant},
+    run_id = runtime.ops.db.create_run(name, {**(params or {}), "tenant": access.tenant_id},
                                        "manual")
     return {"id": run_id, "job": name, "status": "queued"}
 

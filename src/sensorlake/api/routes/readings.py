@@ -1,102 +1,121 @@
-"""Devices, latest values and time-range queries (tenant filter always in SQL)."""
+"""Time-range queries: one device, or every device the caller may read (scope in SQL)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+import pyarrow as pa
+from fastapi import APIRouter, Depends, HTTPException, Query
+from starlette.responses import Response
 
-from sensorlake.api.deps import PrincipalDep, RuntimeDep
-from sensorlake.auth.tokens import Action, authorize
-from sensorlake.errors import AuthError, InputError, NotFound
-from sensorlake.store.base import AGGREGATES, ReadingQuery
-from sensorlake.timeparse import format_duration, parse_duration, parse_time
+from sensorlake.api.access import Access, AccessDep
+from sensorlake.api.deps import RuntimeDep, json_response
+from sensorlake.api.encode import frame, iso_columns, rows_json
+from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cursor, plan_range
+from sensorlake.errors import InputError, QueryTimeout
+from sensorlake.timeparse import format_duration
+
+__all__ = ["build_query", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
+RangeDep = Annotated[RangeParams, Depends()]
+
+READINGS_EXAMPLE = {
+    "meta": {"device": "aq-0001", "metrics": ["pm2_5"], "from": "2026-11-23T10:00:00Z",
+             "to": "2026-11-23T12:00:00Z", "every": "1h", "agg": "max", "count": 2,
+             "truncated": False, "next": None, "source": "raw"},
+    "results": [{"ts": "2026-11-23T10:00:00Z", "value": 9.7, "count": 4},
+                {"ts": "2026-11-23T11:00:00Z", "value": 14.9, "count": 6}]}
+ERRORS = {401: {"description": "Missing or invalid token"},
+          403: {"description": "The policies do not allow this"},
+          404: {"description": "No such device in your tenant"},
+          422: {"description": "Bad parameter, or over the point cap: the message says which "
+                "`every` fits"},
+          429: {"description": "Over the token's rate limit (see Retry-After)"},
+          504: {"description": "The query ran past api.query_timeout_seconds"}}
 
 
-def _allow(principal: Any, tenant: str, device_id: str | None = None) -> None:
+def requested_devices(access: Access, devices: list[str] | None,
+                      action: str) -> tuple[str, ...] | None:
+    """The devices a multi-device route reads: the caller's scope, cut to `devices` when
+    given; an asked-for device outside it is 404 (other tenant) or 403 (not allowed)."""
+    if not devices:
+        return access.tenant(action).device_ids
+    known = access.runtime.registry.uids(access.tenant_id)
+    for device_id in devices:
+        if device_id not in known:
+            raise HTTPException(404, f"no device '{device_id}' in your tenant")
+    scope = access.tenant(action)
+    for device_id in devices:
+        if not scope.allows(device_id):
+            raise access._deny(action, f"device '{device_id}'")
+    return tuple(dict.fromkeys(devices))
+
+
+def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
+              params: RangeParams) -> tuple[RangePlan, pa.Table]:
+    settings = runtime.settings.api
+    count = len(devices) if devices is not None else max(1, len(runtime.registry.uids(tenant)))
     try:
-        authorize(principal, Action.READ, tenant, device_id)
-    except AuthError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+        plan = plan_range(tenant, devices, params, settings.max_points, settings.auto_points,
+                          count)
+        table = runtime.hot.readings(plan.query, timeout=settings.query_timeout_seconds)
+    except InputError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except QueryTimeout as exc:
+        raise HTTPException(504, str(exc)) from None
+    return plan, table
 
 
-@router.get("/devices", summary="Devices of the caller's tenant")
-def list_devices(runtime: RuntimeDep, principal: PrincipalDep) -> dict:
-    _allow(principal, principal.tenant)
-    devices = runtime.registry.list(principal.tenant)
-    return {"meta": {"tenant": principal.tenant, "count": len(devices)},
-            "results": [d.model_dump(exclude={"tenant"}) for d in devices]}
-
-
-@router.get("/latest", summary="Newest value per device (optionally of one metric)")
-def latest(runtime: RuntimeDep, principal: PrincipalDep,
-           metric: Annotated[str | None, Query(description="e.g. pm2_5")] = None) -> dict:
-    _allow(principal, principal.tenant)
-    table = runtime.hot.latest(principal.tenant, (metric,) if metric else None)
-    return {"meta": {"tenant": principal.tenant, "metric": metric, "count": table.num_rows},
-            "results": _rows(table.to_pylist())}
+def meta(plan: RangePlan, table: pa.Table) -> dict[str, Any]:
+    query = plan.query
+    truncated = table.num_rows >= query.limit
+    last = table.slice(table.num_rows - 1).to_pylist()[0] if table.num_rows else None
+    return {"metrics": list(query.metrics), "from": iso(query.start), "to": iso(query.end),
+            "every": format_duration(query.every) if query.every else None,
+            "agg": query.agg if query.every else None, "count": table.num_rows,
+            "truncated": truncated, "source": plan.source,
+            "next": encode_cursor(last["device_id"], last["metric"], last["ts"])
+            if truncated and last else None}
 
 
 @router.get("/devices/{device_id}/readings", summary="Readings of one device over a range",
-            responses={404: {"description": "No such device in your tenant"}})
-def device_readings(
-    device_id: str, runtime: RuntimeDep, principal: PrincipalDep,
-    metric: Annotated[list[str], Query(description="One or more metrics, e.g. pm2_5")],
-    from_: Annotated[str, Query(alias="from", description="ISO 8601, epoch ms or -24h")] = "-1h",
-    to: Annotated[str, Query(description="ISO 8601, epoch ms or now")] = "now",
-    every: Annotated[str | None, Query(description="Bucket width: 1m, 1h, 1d")] = None,
-    agg: Annotated[str, Query(description="mean, min, max, sum, count, first or last")] = "mean",
-    limit: Annotated[int, Query(ge=1, le=1_000_000)] = 100_000,
-) -> dict:
-    _allow(principal, principal.tenant, device_id)
-    try:
-        runtime.registry.get(principal.tenant, device_id)
-    except NotFound:
-        raise HTTPException(404, f"no device '{device_id}' in your tenant") from None
-    try:
-        query = build_query(principal.tenant, (device_id,), metric, from_, to, every, agg, limit)
-    except InputError as exc:
-        raise HTTPException(422, str(exc)) from None
-    table = runtime.hot.readings(query)
-    results = [{"ts": r["ts"], "value": r["value"], "metric": r["metric"],
-                **({"count": r["count"]} if query.every else {})}
-               for r in table.to_pylist()]
-    if len(query.metrics) == 1:
-        for r in results:
-            del r["metric"]
-    return {"meta": {"device": device_id, "metrics": list(query.metrics),
-                     "from": _iso(query.start), "to": _iso(query.end),
-                     "every": format_duration(query.every) if query.every else None,
-                     "agg": query.agg if query.every else None, "count": len(results),
-                     "truncated": len(results) >= query.limit},
-            "results": _rows(results)}
+            responses={200: {"content": {"application/json": {"example": READINGS_EXAMPLE}}},
+                       **ERRORS})
+def device_readings(device_id: str, runtime: RuntimeDep, access: AccessDep,
+                    params: RangeDep) -> Response:
+    access.device(device_id, "read_readings")
+    plan, table = run_range(runtime, access.tenant_id, (device_id,), params)
+    columns = ["ts", "value", *(["metric"] if len(plan.query.metrics) > 1 else []),
+               *(["count"] if plan.query.every else [])]
+    rows = iso_columns(frame(table).select(columns))
+    return json_response({"meta": {"device": device_id, **meta(plan, table)},
+                          "results": rows_json(rows)})
 
 
-def build_query(tenant: str, devices: tuple[str, ...] | None, metrics: list[str], start: str,
-                end: str, every: str | None, agg: str, limit: int) -> ReadingQuery:
-    """The one place that turns user input into a ReadingQuery (API and CLI)."""
-    if agg not in AGGREGATES:
-        raise InputError(f"unknown aggregate '{agg}': use one of {', '.join(AGGREGATES)}")
-    now = datetime.now(UTC)
-    start_at, end_at = parse_time(start, now), parse_time(end, now)
-    if end_at <= start_at:
-        raise InputError(f"empty range: 'to' ({end_at.isoformat()}) must be after 'from' "
-                         f"({start_at.isoformat()})")
-    step: timedelta | None = parse_duration(every) if every else None
-    return ReadingQuery(tenant=tenant, metrics=tuple(metrics), start=start_at, end=end_at,
-                        device_ids=devices, every=step, agg=agg, limit=limit)  # type: ignore[arg-type]
+@router.get("/readings", summary="Readings of several devices (all you may read by default)",
+            responses=ERRORS)
+def readings(runtime: RuntimeDep, access: AccessDep, params: RangeDep,
+             device: Annotated[list[str] | None, Query(
+                 description="Only these devices (repeatable)")] = None) -> Response:
+    devices = requested_devices(access, device, "read_readings")
+    plan, table = run_range(runtime, access.tenant_id, devices, params)
+    columns = ["device_id", "metric", "ts", "value", *(["count"] if plan.query.every else [])]
+    rows = iso_columns(frame(table).select(columns))
+    return json_response({"meta": meta(plan, table), "results": rows_json(rows)})
 
 
-def _iso(value: datetime) -> str:
+def iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _rows(rows: list[dict]) -> list[dict]:
+def iso_rows(rows: list[dict]) -> list[dict]:
     for row in rows:
         for key, value in row.items():
             if isinstance(value, datetime):
-                row[key] = _iso(value)
+                row[key] = iso(value)
     return rows
+
+
+_rows = iso_rows  # the name other routers used

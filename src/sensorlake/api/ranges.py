@@ -1,0 +1,133 @@
+"""Time-range queries as the API takes them: range, bucket, aggregate, quality, paging.
+
+`RangeParams` is the reusable query model of every range route (readings, exports);
+`plan_range` turns it into a ReadingQuery and decides the resolution: `every=auto` picks
+the bucket from STEPS so a chart gets about `api.auto_points` points per metric, and the
+point cap (`api.max_points`) refuses a bucketed range that would return more (422 naming
+a wide enough `every`). The plan names its source ("raw"); rollups (1m, 1h, 1d) slot in
+here as other sources when they exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import Query
+
+from sensorlake.errors import InputError
+from sensorlake.model import Quality
+from sensorlake.store.base import AGGREGATES, ReadingQuery
+from sensorlake.timeparse import format_duration, parse_duration, parse_time
+
+STEPS = [timedelta(seconds=s) for s in (1, 10, 60, 300, 900, 3600, 3 * 3600, 86400, 7 * 86400)]
+"""Bucket widths `every=auto` chooses from."""
+
+GOOD_EXCLUDES = Quality.OUT_OF_RANGE | Quality.STUCK | Quality.SPIKE | Quality.CLOCK_SUSPECT
+"""`quality=good` leaves out readings flagged with any of these."""
+
+
+@dataclass
+class RangeParams:
+    """Query parameters shared by the range routes."""
+
+    metric: Annotated[list[str], Query(description="One or more metrics, e.g. pm2_5",
+                                       examples=["pm2_5"])]
+    from_: Annotated[str, Query(alias="from", description="ISO 8601, epoch ms or -24h",
+                                examples=["-24h"])] = "-1h"
+    to: Annotated[str, Query(description="ISO 8601, epoch ms or now", examples=["now"])] = "now"
+    every: Annotated[str | None, Query(
+        description="Bucket width (1m, 1h, 1d) or `auto` (about api.auto_points points)",
+        examples=["1m"])] = None
+    agg: Annotated[str, Query(description="mean, min, max, sum, count, first or last",
+                              examples=["mean"])] = "mean"
+    quality: Annotated[Literal["any", "good"], Query(
+        description="good: leave out readings flagged out of range, stuck, spike or clock "
+        "suspect")] = "any"
+    exclude_flags: Annotated[int, Query(ge=0, le=32767, description="Leave out readings with "
+                                        "any of these quality bits")] = 0
+    limit: Annotated[int | None, Query(ge=1, le=1_000_000, description="Most rows (at most "
+                                       "api.max_points; default that)")] = None
+    page: Annotated[str | None, Query(description="`meta.next` of the previous page")] = None
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    query: ReadingQuery
+    source: str
+    """Where the rows come from: "raw" (hot store + lake) for now."""
+
+
+def encode_cursor(device_id: str, metric: str, ts: datetime) -> str:
+    us = (ts.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(orjson.dumps([device_id, metric, us])).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[str, str, datetime]:
+    try:
+        device_id, metric, us = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text)
+                                                                                    % 4)))
+        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))
+        return str(device_id), str(metric), at
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"page '{text[:40]}' is not a `meta.next` value of this API") from None
+
+
+def auto_every(start: datetime, end: datetime, target: int) -> timedelta:
+    """The narrowest STEPS width giving at most `target` buckets over [start, end)."""
+    span = end - start
+    for step in STEPS:
+        if span / step <= target:
+            return step
+    return STEPS[-1]
+
+
+def build_query(tenant: str, devices: tuple[str, ...] | None, metrics: list[str], start: str,
+                end: str, every: str | None, agg: str, limit: int,
+                auto_points: int = 600) -> ReadingQuery:
+    """The one place that turns user input into a ReadingQuery (API and CLI)."""
+    if agg not in AGGREGATES:
+        raise InputError(f"unknown aggregate '{agg}': use one of {', '.join(AGGREGATES)}")
+    if not metrics or any(not m.strip() for m in metrics):
+        raise InputError("name at least one metric, e.g. metric=pm2_5")
+    now = datetime.now(UTC)
+    start_at, end_at = parse_time(start, now), parse_time(end, now)
+    if end_at <= start_at:
+        raise InputError(f"empty range: 'to' ({end_at.isoformat()}) must be after 'from' "
+                         f"({start_at.isoformat()})")
+    step: timedelta | None = None
+    if every == "auto":
+        step = auto_every(start_at, end_at, auto_points)
+    elif every:
+        step = parse_duration(every)
+    return ReadingQuery(tenant=tenant, metrics=tuple(metrics), start=start_at, end=end_at,
+                        device_ids=devices, every=step, agg=agg, limit=limit)  # type: ignore[arg-type]
+
+
+def plan_range(tenant: str, devices: tuple[str, ...] | None, params: RangeParams,
+               max_points: int, auto_points: int, device_count: int) -> RangePlan:
+    """The query of a range route, within the point cap (InputError names the fix)."""
+    limit = params.limit or max_points
+    if limit > max_points:
+        raise InputError(f"limit {limit} is over the cap of {max_points} points per response "
+                         "(api.max_points): page with `meta.next`, or bucket with `every`")
+    query = build_query(tenant, devices, params.metric, params.from_, params.to, params.every,
+                        params.agg, limit, auto_points)
+    if query.every is not None:
+        buckets = math.ceil((query.end - query.start) / query.every)
+        points = buckets * len(query.metrics) * max(device_count, 1)
+        if points > max_points:
+            per_series = max(1, max_points // (len(query.metrics) * max(device_count, 1)))
+            wider = auto_every(query.start, query.end, per_series)
+            raise InputError(
+                f"every={format_duration(query.every)} over this range gives up to {points} "
+                f"points, over the cap of {max_points} (api.max_points): ask for "
+                f"every={format_duration(wider)} or a shorter range")
+    exclude = params.exclude_flags | (GOOD_EXCLUDES if params.quality == "good" else 0)
+    after = decode_cursor(params.page) if params.page else None
+    query = ReadingQuery(**{**query.__dict__, "exclude_quality": exclude, "after": after})
+    return RangePlan(query, "raw")
