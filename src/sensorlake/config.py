@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -155,6 +155,65 @@ class SensorCommunitySettings(Section):
         default_factory=dict, description="Extra value_type -> metric mappings (\"\" = ignore).")
 
 
+class MqttSubscription(Section):
+    topic: str = Field("sensorlake/+/up", description="Topic filter; the `+` level named by "
+                       "device_level holds the device id.")
+    codec: str = Field("envelope", description="Codec the worker decodes these messages with.")
+    tenant: str | None = Field(None, description="Tenant of the devices on this topic "
+                               "(default: default_tenant); broker usernames are device ids.")
+    device_level: int = Field(1, ge=0, description="Topic level (0-based) holding the device id.")
+
+
+class MqttSettings(Section):
+    url: str | None = Field(None, description="Broker to ingest from, e.g. mqtt://127.0.0.1:1883 "
+                            "(mqtts:// for TLS); unset = no MQTT ingest.")
+    username: str = Field("sensorlake-ingest", description="Broker username of the ingest.")
+    password: SecretStr | None = Field(
+        None, description="Broker password of the ingest (default: the file "
+        "mqtt/ingest.password that `mosquitto-config` writes).")
+    client_id: str = Field("sensorlake-ingest", description="MQTT client id; keep it stable "
+                           "(persistent session) and distinct per ingest process.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    shared_group: str | None = Field(None, description="Subscribe as $share/<group>/<topic> so "
+                                     "several ingest processes share the messages.")
+    subscriptions: dict[str, MqttSubscription] = Field(
+        default_factory=lambda: {"devices": MqttSubscription()},
+        description="Topics to ingest by name, each with its codec and tenant.")
+    batch_messages: int = Field(1000, gt=0, description="Most messages appended in one log "
+                                "append and PUBACKed together.")
+    batch_seconds: float = Field(0.005, ge=0, description="How long received messages wait "
+                                 "for more before their append.")
+    receive_maximum: int = Field(
+        20000, gt=0, le=65535, description="QoS 1 messages the broker may have in flight to "
+        "ingest (MQTT 5 Receive Maximum; >= 2 x batch_messages, or ingest stalls).")
+    session_expiry_seconds: int = Field(
+        604800, ge=0, description="How long the broker keeps ingest's session while it is "
+        "away (MQTT 5; MQTT 3.1.1 sessions are kept by the broker's settings).")
+    keepalive_seconds: int = Field(30, gt=0, description="MQTT keepalive.")
+    watermarks: bool = Field(True, description="Publish each device's watermark (retained, "
+                             "QoS 1) on sensorlake/<device>/ack after every durable append.")
+    reconnect_max_seconds: float = Field(
+        30, gt=0, description="Longest pause between reconnect attempts (backoff with jitter).")
+
+
+class EdgeSettings(Section):
+    outbox: Path = Field(Path("sensorlake-outbox.db"), description="The edge agent's outbox "
+                         "file (SQLite).")
+    max_bytes: int = Field(256 << 20, gt=0, description="Outbox size cap (reading bytes).")
+    when_full: Literal["reject", "drop-oldest"] = Field(
+        "reject", description="Outbox full: refuse new readings, or drop the oldest unsent "
+        "ones (counted and reported).")
+    message_readings: int = Field(100, gt=0, description="Most reading sets per uploaded "
+                                  "message (one seq).")
+    window_messages: int = Field(20, gt=0, description="Messages sent and not yet confirmed "
+                                 "by the watermark, at most.")
+    backfill_per_second: float = Field(
+        2000, gt=0, description="Backlog reading sets sent per second at most after an "
+        "outage; live readings go first.")
+    live_seconds: float = Field(30, gt=0, description="Readings younger than this are live: "
+                                "sent ahead of the backlog.")
+    resend_seconds: float = Field(10, gt=0, description="Resend unconfirmed messages when "
+                                  "the watermark has not moved for this long.")
 class ApiSettings(Section):
     max_points: int = Field(
         100_000, gt=0, description="Most points one readings response may hold; beyond it the "
@@ -324,6 +383,8 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     validation: ValidationSettings = ValidationSettings()
     ingest: IngestSettings = IngestSettings()
+    mqtt: MqttSettings = MqttSettings()
+    edge: EdgeSettings = EdgeSettings()
     api: ApiSettings = ApiSettings()
     auth: AuthSettings = AuthSettings()
     dashboard: DashboardSettings = DashboardSettings()

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -36,6 +36,9 @@ from sensorlake.store.duckdb import DuckDBStore
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.quarantine import SQLiteQuarantine
 from sensorlake.threads import start_thread
+
+if TYPE_CHECKING:
+    from sensorlake.ingest.mqtt import MqttIngest
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,7 @@ class Runtime:
         self._worker_thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
         self.url: str | None = None
+        self.mqtt: MqttIngest | None = None
 
     # -- stages' view of the registry -------------------------------------------------------
     def context(self) -> Context:
@@ -139,6 +143,13 @@ class Runtime:
             log.exception("worker stopped on an unexpected error")
             raise
 
+    def start_mqtt(self) -> None:
+        """MQTT ingest into this process's log, when `[mqtt] url` is set."""
+        if self.settings.mqtt.url and self.mqtt is None:
+            from sensorlake.ingest.mqtt import MqttIngest
+            self.mqtt = MqttIngest(self.settings, self.log)
+            self.mqtt.start()
+
     def ready(self) -> bool:
         return self._worker_thread is not None and self._worker_thread.is_alive()
 
@@ -190,6 +201,8 @@ class Runtime:
 
     def close(self) -> None:
         """Finish the current batch, write the pending lake span, ack, close files."""
+        if self.mqtt is not None:  # first: what it appends still reaches the worker
+            self.mqtt.stop()
         self._stop.set()
         self.ops.close()
         if self._worker_thread is not None:
@@ -236,6 +249,7 @@ class Runtime:
                     else round(time.time() - oldest / 1e6, 3)},
             "worker": {**worker, "processed_offset": self.worker.cursor},
             "ingest": asdict(self.counters),
+            "mqtt": self.mqtt.status() if self.mqtt is not None else None,
             "quarantine": {"count": self.quarantine.count(tenant)},
         }
 

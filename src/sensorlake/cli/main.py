@@ -7,7 +7,20 @@ import logging
 import typer
 
 from sensorlake import __version__
-from sensorlake.cli import access, cost, devices, jobs, query, run, status, tokens
+from sensorlake.cli import (
+    access,
+    cost,
+    devices,
+    edge,
+    jobs,
+    mosquitto,
+    query,
+    run,
+    run_roles,
+    simulate,
+    status,
+    tokens,
+)
 from sensorlake.cli import poll as poll_cli
 from sensorlake.cli.common import (
     ConfigOption,
@@ -44,6 +57,10 @@ app.add_typer(jobs.app, name="jobs")
 run_app = typer.Typer(help="Run one role of sensorlake on its own.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 run_app.command("scheduler")(jobs.run_scheduler)
+run_app.command("ingest")(run_roles.ingest)
+app.command("mosquitto-config")(mosquitto.mosquitto_config)
+app.add_typer(edge.app, name="edge")
+app.add_typer(simulate.app, name="simulate")
 
 
 def _version(value: bool) -> None:

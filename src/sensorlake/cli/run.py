@@ -60,8 +60,13 @@ def up(data_dir: DataDirOption = None, config: ConfigOption = None, host: HostOp
     def started(rt: Runtime) -> None:
         console.print(f"sensorlake is up: [bold]{rt.url}[/bold] (data in "
                       f"{rt.settings.data_dir.resolve()}); Ctrl-C stops it cleanly")
+        if rt.mqtt is not None:
+            console.print(f"  MQTT ingest from {rt.mqtt.broker} as {rt.mqtt.client_id}",
+                          highlight=False)
 
     runtime.start_worker()
+    with friendly_errors():
+        runtime.start_mqtt()
     runtime.serve(host, port, on_started=started)
 
 

@@ -19,6 +19,7 @@ from sensorlake.cli.common import (
     render,
     settings_from,
 )
+from sensorlake.ingest.broker_auth import BrokerCredentials
 from sensorlake.runtime import open_catalog
 from sensorlake.timeparse import parse_duration
 
@@ -57,6 +58,7 @@ def create(
         AuditLog(catalog).record(info.tenant, "cli", "token.create", info.id,
                                  role=info.role.value, device=info.device_id,
                                  scopes=list(info.scopes))
+        BrokerCredentials(catalog).remember(info, token)  # device tokens: MQTT password too
         typer.echo(token)
         err_console.print(f"token {info.id} ({info.role.value}, tenant {info.tenant}"
                           f"{', device ' + info.device_id if info.device_id else ''}) created;"

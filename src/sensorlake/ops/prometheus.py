@@ -55,6 +55,10 @@ SERIES: dict[str, tuple[str, str]] = {
 }
 
 
+MQTT_COUNTERS = ("connects", "received", "stored", "duplicates", "refused", "acked", "groups",
+                 "retries", "watermarks_published")
+
+
 def _family(name: str, labels: list[str] | None = None) -> Metric:
     kind, text = SERIES[name]
     if kind == "counter":
@@ -122,6 +126,11 @@ class RuntimeCollector(Collector):
             source, _, kind = name.partition("_")
             if isinstance(value, int | float):
                 family.add_metric([source, kind or name], float(value))
+        mqtt = getattr(self.runtime, "mqtt", None)
+        if mqtt is not None:  # MQTT ingest (ingest/mqtt.py): its monotonic counters
+            for kind, value in sorted(asdict(mqtt.counters).items()):
+                if kind in MQTT_COUNTERS:
+                    family.add_metric(["mqtt", kind], float(value))
         yield family
 
     def _ops(self) -> Iterator[Metric]:

@@ -248,6 +248,17 @@ def _problems(out: dict[str, Any], runtime: Any, rates: dict[str, float], covere
                                 f"({worker['errors']} times); last: {worker['last_error']}",
                                 "check free disk space and file permissions of the data "
                                 "folder; it retries by itself"))
+    mqtt = out.get("mqtt")
+    if mqtt and not mqtt["connected"]:
+        problems.append(problem("error", f"MQTT ingest is not connected to {mqtt['broker']}"
+                                f": {mqtt['last_error'] or 'connecting'}", "check that the "
+                                "broker runs and that mqtt.username/password match its "
+                                "password file (`sensorlake mosquitto-config`); it retries "
+                                "by itself"))
+    elif mqtt and mqtt["last_error"]:
+        problems.append(problem("warning", f"MQTT ingest: {mqtt['last_error']}",
+                                "the broker redelivers what was not acknowledged; find why "
+                                "the log refuses appends (log full, disk)"))
     age = log_["oldest_unacked_age_seconds"]
     if age is not None and age > max(cfg.lag_warn_seconds,
                                       3 * runtime.settings.worker.lake_flush_seconds):
