@@ -11,7 +11,7 @@ DEVICES ?= 20
 $(BIN)/sensorlake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,server]"
 	@touch $@
 
 install: $(BIN)/sensorlake

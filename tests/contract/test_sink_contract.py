@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,10 @@ from sensorlake.store.base import (
 from sensorlake.store.duckdb import DuckDBStore
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.memory import MemoryQuarantine, MemoryStore
+from sensorlake.store.pg_quarantine import PostgresQuarantine
+from sensorlake.store.postgres import PostgresStore
 from sensorlake.store.quarantine import SQLiteQuarantine
+from server_support import pg_schema
 
 NOW = datetime.now(UTC)
 T0 = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
@@ -61,25 +65,34 @@ SAMPLE = rows(
 )
 
 
-@pytest.fixture(params=["memory", "duckdb"])
+@pytest.fixture(params=["memory", "duckdb", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HotStore]:
     s: HotStore
-    if request.param == "memory":
-        s = MemoryStore()
-    else:
-        s = DuckDBStore(tmp_path / "hot.duckdb", ParquetLake(tmp_path / "lake"))
-    assert isinstance(s, HotStore)
-    yield s
-    s.close()
+    with contextlib.ExitStack() as stack:
+        if request.param == "memory":
+            s = MemoryStore()
+        elif request.param == "postgres":
+            s = PostgresStore(stack.enter_context(pg_schema()), ParquetLake(tmp_path / "lake"))
+        else:
+            s = DuckDBStore(tmp_path / "hot.duckdb", ParquetLake(tmp_path / "lake"))
+        assert isinstance(s, HotStore)
+        yield s
+        s.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def quarantine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Quarantine]:
-    q: Quarantine = MemoryQuarantine() if request.param == "memory" else SQLiteQuarantine(
-        tmp_path / "quarantine.sqlite")
-    assert isinstance(q, Quarantine)
-    yield q
-    q.close()
+    with contextlib.ExitStack() as stack:
+        q: Quarantine
+        if request.param == "memory":
+            q = MemoryQuarantine()
+        elif request.param == "postgres":
+            q = PostgresQuarantine(stack.enter_context(pg_schema()))
+        else:
+            q = SQLiteQuarantine(tmp_path / "quarantine.sqlite")
+        assert isinstance(q, Quarantine)
+        yield q
+        q.close()
 
 
 def query(tenant: str = "A", metrics: tuple[str, ...] = ("temp",), **kw: object) -> ReadingQuery:

@@ -15,8 +15,8 @@ from sensorlake.cli import (
     jobs,
     mosquitto,
     query,
+    roles,
     run,
-    run_roles,
     simulate,
     status,
     tokens,
@@ -54,10 +54,11 @@ app.command("cost")(cost.cost)
 app.command("status")(status.status)
 app.command("replay")(jobs.replay)
 app.add_typer(jobs.app, name="jobs")
-run_app = typer.Typer(help="Run one role of sensorlake on its own.", no_args_is_help=True)
+run_app = roles.run_app  # ingest, worker, api (cli/roles.py) and the scheduler
 app.add_typer(run_app, name="run")
 run_app.command("scheduler")(jobs.run_scheduler)
-run_app.command("ingest")(run_roles.ingest)
+run_app.command("ingest")(roles.ingest)  # MQTT (cli/run_roles.py) or, with the server
+#                                           profile, HTTP -> JetStream (cli/roles.py)
 app.command("mosquitto-config")(mosquitto.mosquitto_config)
 app.add_typer(edge.app, name="edge")
 app.add_typer(simulate.app, name="simulate")

@@ -55,6 +55,10 @@ def up(data_dir: DataDirOption = None, config: ConfigOption = None, host: HostOp
        port: PortOption = None) -> None:
     """Run ingest, the worker and the API in one process until Ctrl-C (or SIGTERM)."""
     with friendly_errors():
+        if settings_from(data_dir, config).profile == "server":  # NATS, PostgreSQL, S3
+            from sensorlake.cli.roles import serve_roles
+            return serve_roles(settings_from(data_dir, config), {"ingest", "worker", "api"},
+                               host, port)
         runtime = _open(data_dir, config, host, port)
 
     def started(rt: Runtime) -> None:

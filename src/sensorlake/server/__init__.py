@@ -1,0 +1,1 @@
+"""Server profile: separate roles on NATS JetStream, PostgreSQL and S3."""
