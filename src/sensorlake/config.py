@@ -99,6 +99,62 @@ class IngestSettings(Section):
         False, description="Register unknown devices on first message instead of quarantining.")
 
 
+class DeviceTypeSettings(Section):
+    """How the codecs turn one device type's payloads into readings (`[device_types.<type>]`)."""
+
+    payload_codec: str = Field(
+        "cayenne_lpp", description="Codec for raw LoRaWAN bytes (ChirpStack `data`, TTS "
+        "`frm_payload`) when no decoded object comes with them: cayenne_lpp or python.")
+    channels: dict[str, str] = Field(
+        default_factory=dict, description="Cayenne LPP channel -> metric (\"\" = ignore).")
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="Decoded field or value type -> metric "
+        "(\"\" = ignore); unmapped names are used as they are.")
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Passed to the type's Python codec (with the "
+        "device's tags, which win).")
+
+
+class CodecSettings(Section):
+    folder: Path = Field(
+        Path("codecs"), description="Folder of per-device-type Python codecs (<type>.py); "
+        "a relative path is inside data_dir.")
+    time_limit_seconds: float = Field(
+        1.0, gt=0, description="Longest a Python codec may run on one message before the "
+        "message is quarantined.")
+
+
+class LorawanSettings(Section):
+    radio_metrics: bool = Field(
+        True, description="Also store rssi and snr of the best gateway and the frame "
+        "counter f_cnt of every ChirpStack / TTS uplink.")
+
+
+class LineProtocolSettings(Section):
+    device_tag: str = Field("device", description="Tag that names the device of a line.")
+    fallback_tag: str = Field(
+        "host", description="Tag used when a line has no device_tag (Telegraf sets host).")
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="Field -> metric, keyed `measurement.field` or "
+        "`field` (\"\" = ignore); unmapped fields keep their name.")
+    lines_per_envelope: int = Field(
+        200, gt=0, description="Lines of one device per log envelope (one request may "
+        "make several).")
+
+
+class SensorCommunitySettings(Section):
+    url: str = Field(
+        "https://data.sensor.community/static/v1/data.json",
+        description="Open-data file the poller reads (any data*.json or filter URL).")
+    interval_seconds: float = Field(
+        300, gt=0, description="Poll schedule: seconds between two polls.")
+    sensor_ids: list[int] = Field(
+        default_factory=list, description="Keep only these sensor ids (empty = every record).")
+    timeout_seconds: float = Field(60, gt=0, description="HTTP timeout of one poll.")
+    value_types: dict[str, str] = Field(
+        default_factory=dict, description="Extra value_type -> metric mappings (\"\" = ignore).")
+
+
 class JetStreamSettings(Section):
     """The server profile's log: one NATS JetStream stream and one durable pull consumer."""
 
@@ -395,6 +451,12 @@ class Settings(BaseSettings):
     etl: EtlSettings = EtlSettings()
     metrics: dict[str, ExtraMetric] = Field(
         default_factory=dict, description="Extra metrics beyond the built-in catalog.")
+    device_types: dict[str, DeviceTypeSettings] = Field(
+        default_factory=dict, description="Per device type: payload codec and field maps.")
+    codecs: CodecSettings = CodecSettings()
+    lorawan: LorawanSettings = LorawanSettings()
+    line_protocol: LineProtocolSettings = LineProtocolSettings()
+    sensor_community: SensorCommunitySettings = SensorCommunitySettings()
 
     _toml_file: Path | None = None
 

@@ -81,6 +81,9 @@ METRICS: dict[str, Metric] = {
         _m("current", "A", G, -100000, 100000, 0.001, "Current"),
         _m("latitude", "deg", G, -90, 90, 1e-6, "Latitude (WGS 84)"),
         _m("longitude", "deg", G, -180, 180, 1e-6, "Longitude (WGS 84)"),
+        _m("rssi", "dBm", G, -200, 50, 1, "Received signal strength (best gateway, or WiFi)"),
+        _m("snr", "dB", G, -50, 50, 0.01, "LoRa signal-to-noise ratio (best gateway)"),
+        _m("f_cnt", "count", C, 0, 4294967295, 1, "LoRaWAN uplink frame counter"),
         _m("aqi_us", "index", G, 0, 9999, 1, "US EPA AQI from PM, per reading", True),
         _m("aqi_uk", "index", G, 1, 10, 1, "UK DAQI band from PM, per reading", True),
     ]

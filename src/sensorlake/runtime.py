@@ -25,6 +25,7 @@ from sensorlake.auth.services import AuthServices
 from sensorlake.auth.tokens import TokenStore
 from sensorlake.catalog import Catalog
 from sensorlake.config import Settings
+from sensorlake.decode.context import configure_codecs, registry_lookup, release_codecs
 from sensorlake.ingest.appender import LogAppender
 from sensorlake.log import open_log
 from sensorlake.ops.embedded import Ops
@@ -72,6 +73,7 @@ class Runtime:
                                settings.hot.retention_days)
         self.quarantine = SQLiteQuarantine(settings.path("quarantine.db"))
         self.counters = IngestCounters()
+        self._codecs = configure_codecs(settings, registry_lookup(self.catalog))
         self.started_at = datetime.now(UTC)
         self._context_lock = threading.Lock()
         self._context_version = -1
@@ -99,6 +101,10 @@ class Runtime:
                     self._context = Context(self.settings, devices, calibrations)
                     self._context_version = version
             return Context(self.settings, self._context.devices, self._context.calibrations)
+
+    def refresh_context(self) -> None:
+        """Make the next batch re-read the registry (ingest just registered devices)."""
+        self._context_checked = 0.0
 
     def _auto_register(self, pairs: list[tuple[str, str]]) -> None:
         if not self.settings.ingest.auto_register:
@@ -206,6 +212,7 @@ class Runtime:
         self.hot.close()
         self.quarantine.close()
         self.catalog.close()
+        release_codecs(self._codecs)
 
     # -- discovery for CLI commands ---------------------------------------------------------
     @property

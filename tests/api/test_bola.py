@@ -81,6 +81,16 @@ ROUTES = [
     row("GET", "/api/v1/jobs/runs", (OK, 403, 403, 403, 403, 401)),
     row("GET", "/api/v1/jobs/runs/999999", (404, 403, 403, 403, 403, 401)),
     row("POST", "/api/v1/jobs/no-such-job/runs", (404, 403, 403, 403, 403, 401), {}),
+    # the sources (issue 4): write-only routes, like /api/v1/ingest
+    row("POST", "/api/v2/write", (204, 403, 403, 403, 403, 401)),
+    row("POST", "/api/v1/integrations/chirpstack", (OK, 403, 403, 403, 403, 401),
+        {"deduplicationId": "bola-{T}", "deviceInfo": {"devEui": "{T}-aq-1"}}),
+    row("POST", "/api/v1/integrations/tts", (OK, 403, 403, 403, 403, 401),
+        {"end_device_ids": {"device_id": "{T}-aq-1"}, "correlation_ids": ["as:up:bola-{T}"],
+         "uplink_message": {"f_port": 1}}),
+    row("POST", "/api/v1/integrations/airrohr", (OK, 403, 403, 403, 403, 401),
+        {"esp8266id": "1", "sensordatavalues": []}),
+    row("POST", "/api/v1/integrations/sensor-community", (OK, 403, 403, 403, 403, 401), []),
     # last: these change the world
     row("DELETE", "/api/v1/devices/{T}-spare", (204, 403, 403, 403, 403, 401)),
     # utility_in and utility_out share one session: the first (out, see the order) ends it

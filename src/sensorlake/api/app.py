@@ -24,6 +24,7 @@ from sensorlake.api.routes import (
     ops,
     readings,
 )
+from sensorlake.api.routes import sources as source_routes
 
 if TYPE_CHECKING:
     from sensorlake.runtime import Runtime
@@ -43,6 +44,7 @@ def create_app(runtime: Runtime, fast_path: bool = True) -> Any:
     app.include_router(readings.router)
     app.include_router(ops.router)
     app.include_router(operations.router)
+    app.include_router(source_routes.router)
     for router in (devices, latest, exports, auth, admin, dashboard):
         app.include_router(router.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

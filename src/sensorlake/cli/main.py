@@ -21,6 +21,7 @@ from sensorlake.cli import (
     status,
     tokens,
 )
+from sensorlake.cli import poll as poll_cli
 from sensorlake.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -45,6 +46,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(access.users_app, name="users")
 app.add_typer(access.grants_app, name="grants")
 app.add_typer(query.quarantine_app, name="quarantine")
+app.add_typer(poll_cli.app, name="poll")
 app.command("query")(query.query)
 app.command("up")(run.up)
 app.command("demo")(run.demo)

@@ -42,7 +42,16 @@ def get_codec(name: str) -> Codec:
 
 
 def _load_builtins() -> None:
-    from sensorlake.decode import envelope  # noqa: F401  (registers itself)
+    from sensorlake.decode import (  # noqa: F401  (built-in codecs register themselves)
+        airrohr,
+        cayenne_lpp,
+        chirpstack,
+        envelope,
+        lineprotocol,
+        python_codec,
+        sensor_community,
+        tts,
+    )
 
 
 def decode(entries: pa.Table) -> Batch:

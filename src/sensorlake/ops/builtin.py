@@ -7,6 +7,7 @@
 | alerts | every 30s | evaluate the alert rules, store firing/resolved, notify (ops/alerts.py) |
 | import | manual | an ETL import of a CSV/Excel file or folder (ops/etl.py) |
 | replay | manual | rebuild readings from the lake's raw/ (ops/replay.py) |
+| sensor-community | manual | one Sensor.Community poll (ingest/pollers/sensor_community.py) |
 
 Pollers (Sensor.Community, weather) and the rollup catch-up register their own jobs the same
 way from their modules; add the module to EXTENSIONS so the scheduler imports it.
@@ -22,7 +23,7 @@ from sensorlake.ops.jobs import JobContext, register_job
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = ["sensorlake.ingest.pollers.sensor_community"]
 """Modules that call register_job at import (e.g. "sensorlake.ingest.pollers.community")."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from sensorlake.auth.services import AuthServices
 from sensorlake.auth.tokens import TokenStore
 from sensorlake.config import Settings
+from sensorlake.decode.context import configure_codecs, registry_lookup, release_codecs
 from sensorlake.ingest.appender import LogAppender
 from sensorlake.log.jetstream import JetStreamLog
 from sensorlake.log.jetstream_consumer import WorkQueue
@@ -65,6 +66,7 @@ class ServerRuntime(Runtime):
         self.auth = AuthServices(self.catalog, self.registry, self.tokens, settings)
         self.mqtt = None  # MQTT ingest into JetStream is not wired yet (docs/server.md)
         self.counters = IngestCounters()
+        self._codecs = configure_codecs(settings, registry_lookup(self.catalog))
         self.started_at = datetime.now(UTC)
         self._context_lock = threading.Lock()
         self._context_version, self._context, self._context_checked = -1, None, 0.0
@@ -214,6 +216,7 @@ class ServerRuntime(Runtime):
                 except Exception:
                     log.exception("closing %s failed", type(closable).__name__)
         self.catalog.close()
+        release_codecs(self._codecs)
 
     # -- status -----------------------------------------------------------------------------
     def status(self, tenant: str | None = None) -> dict[str, Any]:
