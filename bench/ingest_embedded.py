@@ -114,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=30_000, help="single envelopes")
     parser.add_argument("--batches", type=int, default=4_000, help="100-reading envelopes")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
     args = parser.parse_args()
 

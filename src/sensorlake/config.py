@@ -69,6 +69,9 @@ class WorkerSettings(Section):
 class HotSettings(Section):
     retention_days: float = Field(
         30, gt=0, description="Readings older than this leave the hot store; the lake keeps them.")
+    threads: int = Field(
+        1, ge=1, description="Threads DuckDB uses for writes and queries. One keeps ingest "
+        "and the worker fastest on a small machine; raise it for faster large queries.")
 
 
 class LakeSettings(Section):

@@ -70,7 +70,7 @@ class Runtime:
         self.lake = ParquetLake(settings.path("lake"), settings.lake.compression,
                                 settings.lake.compression_level)
         self.hot = DuckDBStore(settings.path("hot", "readings.duckdb"), self.lake,
-                               settings.hot.retention_days)
+                               settings.hot.retention_days, threads=settings.hot.threads)
         self.quarantine = SQLiteQuarantine(settings.path("quarantine.db"))
         self.counters = IngestCounters()
         self._codecs = configure_codecs(settings, registry_lookup(self.catalog))

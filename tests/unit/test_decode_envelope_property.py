@@ -104,3 +104,62 @@ def test_columnar_decode_equals_per_reading_decode(batch: list[tuple[bytes, str]
             for r in got.readings.to_pylist()] == expected_rows
     assert got.rejects.num_rows == expected_rejects
     assert all(reason for reason in got.rejects.column("reason").to_pylist())
+
+
+def test_wellformed_messages_take_the_arrow_path_and_the_rest_do_not() -> None:
+    """The C++ path takes the plain messages and leaves exactly the suspect ones (explicit
+    null, another device, pretty-printed, a non-strict timestamp) to the per-message path;
+    together they give what the per-message reference gives."""
+    from sensorlake.decode.envelope_arrow import decode_wellformed
+
+    plain = [{"device": "d1", "seq": 1, "ts": "2026-11-23T14:00:00.250+01:00",
+              "readings": {"pm2_5": 1.5, "pm10": 3, "latitude": 52.1, "longitude": 5.1}},
+             {"device": "d1", "batch": [{"ts": 1795435200000, "readings": {"pm2_5": 2}},
+                                        {"readings": {"temperature": -1.25}}]},
+             {"readings": {"humidity": True}}]
+    payloads = [orjson.dumps(d) for d in plain] + [
+        b'{"device": "d1", "readings": {"pm2_5": null, "pm10": 1}}',
+        b'{"device": "d2", "readings": {"pm2_5": 1}}',
+        b'{\n  "device": "d1",\n  "readings": {"pm2_5": 4}\n}',
+        b'{"device": "d1", "ts": "2026-11-23 14:00:00", "readings": {"pm2_5": 5}}']
+    table = log_entries(payloads, ["d1"] * len(payloads))
+    fast, rest = decode_wellformed(table)
+    assert fast is not None and rest.tolist() == [3, 4, 5, 6]
+    assert sorted(set(fast.column("_msg").to_pylist())) == [0, 1, 2]
+    got = decode(table)
+    expected = [row for p in payloads for row in reference(p, "d1")[0]]
+    assert [(r["metric"], r["value"], micros(r["ts"]), r["lat"], r["lon"])
+            for r in got.readings.to_pylist()] == expected
+    assert got.rejects.num_rows == sum(reference(p, "d1")[1] for p in payloads)
+
+
+plain_value = st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=64),
+                        st.integers(-10**9, 10**9))
+plain_entry = st.fixed_dictionaries(
+    {"readings": st.dictionaries(metric, plain_value, min_size=1, max_size=4)},
+    optional={"ts": st.one_of(st.integers(0, 2 * 10**12), st.sampled_from(
+        ["2026-11-23T14:00:00Z", "2026-11-23T14:00:00.5+01:00", "2026-11-23T14:00:00"]))})
+plain_envelope = st.one_of(
+    plain_entry.map(lambda e: {**e, "device": "d1"}),
+    st.lists(plain_entry, min_size=1, max_size=4).map(lambda es: {"device": "d1",
+                                                                  "batch": es}))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(plain_envelope, min_size=1, max_size=8))
+def test_arrow_path_equals_per_reading_decode(docs: list[dict]) -> None:
+    """Property over well-formed batches (the C++ path's ground): same readings, and the
+    same first value for every reading key (what dedup keeps)."""
+    payloads = [orjson.dumps(d) for d in docs]
+    got = decode(log_entries(payloads, ["d1"] * len(payloads)))
+    rows = [(r["msg_id"], r["metric"], r["value"], micros(r["ts"]), r["lat"], r["lon"])
+            for r in got.readings.to_pylist()]
+    expected = [(f"m{i}", *row) for i, p in enumerate(payloads) for row in reference(p, "d1")[0]]
+    assert sorted(rows, key=repr) == sorted(expected, key=repr)
+    first_got: dict[tuple, float] = {}
+    first_expected: dict[tuple, float] = {}
+    for found, first in ((rows, first_got), (expected, first_expected)):
+        for _, name, value, ts, *_ in found:
+            first.setdefault((name, ts), value)
+    assert first_got == first_expected
+    assert got.rejects.num_rows == 0

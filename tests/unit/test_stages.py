@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sensorlake.decode import decode
 from sensorlake.model import Quality
@@ -83,3 +87,41 @@ def test_enrich_keeps_gps_fix_over_static_location(settings, make_entries):
         "pm2_5": 1, "latitude": 51.5, "longitude": 4.5}}))
     out = EnrichStage().process(batch, _ctx(settings))
     assert set(out.readings.column("lat").to_pylist()) == {51.5}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["pm2_5", "humidity", "unknown_x"]),
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(
+        [0.0, 100.0, 100.0000001, -0.0, 2000.0, 2000.1])),
+    st.sampled_from([-10**9, -1, 0, 1, 10**9])), min_size=1, max_size=20),
+    st.booleans())
+def test_validate_keeps_or_rejects_every_row_with_a_reason(rows, accept_unknown) -> None:
+    """Property: each reading is either kept (and passes every check) or rejected with a
+    reason, never both, never lost."""
+    from datetime import UTC, datetime, timedelta
+
+    from sensorlake.config import load_settings
+    from sensorlake.process.base import WORKING_SCHEMA, Batch
+
+    settings_ = load_settings(validation={"unknown_metrics": "accept" if accept_unknown
+                                          else "reject"})
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    edges = {-10**9: settings_.validation.earliest - timedelta(microseconds=1),
+             -1: settings_.validation.earliest, 0: now,
+             1: now + timedelta(seconds=settings_.validation.future_seconds),
+             10**9: now + timedelta(days=1)}
+    table = pa.Table.from_pylist([
+        {"tenant": "t1", "device_id": "d", "metric": m, "ts": edges[ts], "value": v,
+         "quality": 0, "received_at": now, "lat": None, "lon": None, "msg_id": f"m{i}"}
+        for i, (m, v, ts) in enumerate(rows)], schema=WORKING_SCHEMA)
+    ctx = Context(settings_, now=now)
+    out = ValidateStage().process(Batch(table), ctx)
+    assert out.readings.num_rows + out.rejects.num_rows == table.num_rows
+    assert all(out.rejects.column("reason").to_pylist())
+    for row in out.readings.to_pylist():
+        assert math.isfinite(row["value"])
+        assert edges[-1] <= row["ts"] <= edges[1]
+        if row["metric"] == "humidity":
+            assert 0 <= row["value"] <= 100
+        assert accept_unknown or row["metric"] != "unknown_x"

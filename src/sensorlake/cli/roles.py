@@ -28,6 +28,7 @@ from sensorlake.cli.run import HostOption, PortOption, _check_port
 from sensorlake.cli.run_roles import ClientIdOption, SharedOption, UrlOption
 from sensorlake.config import Settings
 from sensorlake.errors import ConfigError, TransientError
+from sensorlake.tuning import tune_for_service
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def serve_roles(settings: Settings, roles: set[str], host: str | None, port: int
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
+    tune_for_service()
     runtime.start_worker()
     names = ", ".join(sorted(roles))
     if roles & {"ingest", "api"}:

@@ -23,6 +23,7 @@ from sensorlake.cli.demo_feed import DemoFeed, latest_rows, summary_table
 from sensorlake.errors import ConfigError
 from sensorlake.runtime import Runtime, server_url
 from sensorlake.simulator import fleet
+from sensorlake.tuning import tune_for_service
 
 PortOption = Annotated[int | None, typer.Option(
     "--port", envvar="SENSORLAKE_HTTP__PORT", show_envvar=True, help="HTTP port (default 8750).")]
@@ -48,7 +49,9 @@ def _open(data_dir: Path | None, config: Path | None, host: str | None,
         raise ConfigError(f"sensorlake is already running on {settings.data_dir} "
                           f"({server_url(settings)}): stop it first or use another --data-dir")
     _check_port(host or settings.http.host, settings.http.port if port is None else port)
-    return Runtime(settings)
+    runtime = Runtime(settings)
+    tune_for_service()
+    return runtime
 
 
 def up(data_dir: DataDirOption = None, config: ConfigOption = None, host: HostOption = None,

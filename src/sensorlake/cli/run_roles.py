@@ -39,6 +39,7 @@ def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
     """Ingest from the MQTT broker into the log until Ctrl-C (or SIGTERM)."""
     from sensorlake.ingest.mqtt import MqttIngest
     from sensorlake.log import open_log
+    from sensorlake.tuning import tune_for_service
 
     with friendly_errors():
         settings = settings_from(data_dir, config)
@@ -54,6 +55,7 @@ def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    tune_for_service()
     ingest_.start()
     console.print(f"sensorlake ingest: {ingest_.broker} as {ingest_.client_id} -> "
                   f"{settings.data_dir.resolve()}; Ctrl-C stops it cleanly", highlight=False,

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorlake.decode.base import register_codec
+from sensorlake.decode.envelope_arrow import decode_wellformed
 from sensorlake.model import TS_TYPE
 from sensorlake.process.base import REJECT_SCHEMA, WORKING_SCHEMA, Batch
 
@@ -101,10 +102,11 @@ class EnvelopeCodec:
     name = "envelope"
 
     def decode(self, entries: pa.Table) -> Batch:
-        found = _collect(entries)
+        wellformed, rest = decode_wellformed(entries)
+        found = _collect(entries, rest)
         fast, maps, slow = _split_convertible(found)
-        tables = [t for t in (_from_maps(entries, found, fast, maps),
-                              _from_values(entries, found, slow)) if t.num_rows]
+        tables = [t for t in (wellformed, _from_maps(entries, found, fast, maps),
+                              _from_values(entries, found, slow)) if t is not None and t.num_rows]
         readings = WORKING_SCHEMA.empty_table() if not tables else tables[0] if len(
             tables) == 1 else pa.concat_tables(tables, promote_options="default").sort_by(
                 [("_msg", "ascending"), ("_pos", "ascending")])
@@ -115,16 +117,19 @@ class EnvelopeCodec:
         return Batch(readings.select(WORKING_SCHEMA.names).cast(WORKING_SCHEMA), rejects)
 
 
-def _collect(entries: pa.Table) -> _Entries:
-    """Parse every message and check it entry by entry."""
-    payloads = entries.column("payload").to_pylist()
+def _collect(entries: pa.Table, rows: np.ndarray) -> _Entries:
+    """Parse the messages at `rows` and check them entry by entry."""
+    if len(rows) == 0:
+        return _Entries()
+    chosen = pa.array(rows, pa.int64())
+    payloads = entries.column("payload").take(chosen).to_pylist()
     devices = entries.column("device_id").to_pylist()
-    received = entries.column("received_at").cast(pa.int64()).to_pylist()
+    received = entries.column("received_at").cast(pa.int64()).take(chosen).to_pylist()
     found = _Entries()
     texts: list[_Text] = []
     message, stamps, lats, lons, maps = (found.message, found.ts, found.lat, found.lon,
                                          found.readings)
-    for index, payload in enumerate(payloads):
+    for index, payload, arrived in zip(rows.tolist(), payloads, received, strict=True):
         device = devices[index]
         try:
             doc = orjson.loads(payload)
@@ -145,7 +150,7 @@ def _collect(entries: pa.Table) -> _Entries:
                     raise EnvelopeError(entry_path(batched, position) + ".readings",
                                         "expected an object of metric: value", readings)
                 if ts_value is None:
-                    ts = received[index]
+                    ts = arrived
                 elif type(ts_value) is str:
                     texts.append(_Text(len(stamps), batched, position, index, ts_value))
                     ts = 0

@@ -11,8 +11,9 @@ from datetime import timedelta
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from sensorlake.model import METRICS
+from sensorlake.model import METRICS, TS_TYPE
 from sensorlake.process.base import REJECT_SCHEMA, Batch, Context
 
 
@@ -34,7 +35,16 @@ class ValidateStage:
     def process(self, batch: Batch, ctx: Context) -> Batch:
         if batch.readings.num_rows == 0:
             return batch
-        frame = pl.from_arrow(batch.readings)
+        ok = plausible(batch.readings, ctx)
+        if pc.all(ok).as_py():
+            return batch
+        rejected = self._reasons(batch.readings.filter(pc.invert(ok)), ctx)
+        return batch.with_rejects(batch.readings.filter(ok), rejected)
+
+    def _reasons(self, suspects: pa.Table, ctx: Context) -> pa.Table:
+        """REJECT_SCHEMA rows naming what is wrong with each of `suspects` (every one of
+        them fails a check: `plausible` said so)."""
+        frame = pl.from_arrow(suspects)
         assert isinstance(frame, pl.DataFrame)
         catalog = metric_catalog(ctx)
         earliest = ctx.settings.validation.earliest
@@ -65,16 +75,35 @@ class ValidateStage:
                             pl.lit(ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ"))))
             .otherwise(None)
         )
-        checked = joined.with_columns(reason.alias("_reason")).sort("_row")
-        bad = checked.filter(pl.col("_reason").is_not_null())
-        if bad.height == 0:
-            return batch
-        keep = checked["_reason"].is_null().to_arrow()
-        rejected = pa.table({
+        bad = joined.with_columns(reason.alias("_reason")).sort("_row")
+        return pa.table({
             "msg_id": bad["msg_id"].to_arrow(), "tenant": bad["tenant"].to_arrow(),
             "device_id": bad["device_id"].to_arrow(),
             "stage": pa.repeat(self.name, bad.height),
             "field": bad["metric"].to_arrow(), "value": bad["value"].cast(pl.String).to_arrow(),
             "reason": bad["_reason"].to_arrow(),
         }, schema=REJECT_SCHEMA)
-        return batch.with_rejects(batch.readings.filter(keep), rejected)
+
+
+def plausible(readings: pa.Table, ctx: Context) -> pa.ChunkedArray:
+    """True for each reading that passes every check, on Arrow kernels (most batches are
+    all good, and then the reasons are never built)."""
+    catalog = metric_catalog(ctx)
+    names = pa.array(catalog["metric"].to_list(), pa.string())
+    row = pc.index_in(readings.column("metric"), value_set=names)
+    value = readings.column("value")
+    minimum = pa.array(catalog["minimum"].to_list(), pa.float64()).take(row)
+    maximum = pa.array(catalog["maximum"].to_list(), pa.float64()).take(row)
+    in_range = pc.and_kleene(pc.greater_equal(value, minimum), pc.less_equal(value, maximum))
+    known = pc.is_valid(row)
+    if ctx.settings.validation.unknown_metrics == "accept":
+        in_range = pc.or_kleene(pc.invert(known), in_range)
+    else:
+        in_range = pc.and_kleene(known, in_range)
+    earliest = pa.scalar(ctx.settings.validation.earliest, TS_TYPE)
+    latest = pa.scalar(ctx.now + timedelta(seconds=ctx.settings.validation.future_seconds),
+                       TS_TYPE)
+    ts = readings.column("ts")
+    ok = pc.and_kleene(pc.and_kleene(pc.is_finite(value), in_range),
+                       pc.and_kleene(pc.greater_equal(ts, earliest), pc.less_equal(ts, latest)))
+    return pc.fill_null(ok, False)

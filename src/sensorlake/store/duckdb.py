@@ -135,7 +135,8 @@ class DuckDBStore:
 
     def __init__(self, path: Path, lake: ParquetLake | None = None,
                  retention_days: float = 30,
-                 clock: Callable[[], datetime] | None = None, read_only: bool = False) -> None:
+                 clock: Callable[[], datetime] | None = None, read_only: bool = False,
+                 threads: int | None = None) -> None:
         self.path = Path(path)
         self.lake = lake
         self.retention = timedelta(days=retention_days)
@@ -153,6 +154,8 @@ class DuckDBStore:
                 f"cannot open the hot store {self.path}: {exc} (is another process using it?)"
             ) from exc
         self._conn.execute("SET GLOBAL TimeZone = 'UTC'")
+        if threads is not None:
+            self._conn.execute(f"SET GLOBAL threads = {int(threads)}")
         if not read_only:
             self._conn.execute(SCHEMA_SQL)
         self._writer = self._conn.cursor()
