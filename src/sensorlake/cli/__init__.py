@@ -1,5 +1,12 @@
 """The `sensorlake` command: a thin layer over the library."""
 
-from sensorlake.cli.main import app
+import os
+
+# polars sizes its thread pool once, at import. sensorlake hands it small tables per batch
+# while ingest, the log writer and the worker already keep the cores busy; a pool of one
+# measured faster there. Set POLARS_MAX_THREADS yourself to override (docs/configuration.md).
+os.environ.setdefault("POLARS_MAX_THREADS", "1")
+
+from sensorlake.cli.main import app  # noqa: E402
 
 __all__ = ["app"]
