@@ -7,6 +7,6 @@ import os
 # measured faster there. Set POLARS_MAX_THREADS yourself to override (docs/configuration.md).
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
-from sensorlake.cli.main import app  # noqa: E402
+from sensorlake.cli.main import app
 
 __all__ = ["app"]
