@@ -418,6 +418,49 @@ class EtlSettings(Section):
         500, gt=0, description="Rows of an imported file packed into one log envelope.")
 
 
+class TimeSettings(Section):
+    """Local time: daily and monthly rollups, daily AQI and tariffs follow it."""
+
+    timezone: str = Field("UTC", description="IANA zone of devices without a `tz` tag and "
+                          "tenants not listed below (e.g. Europe/London).")
+    tenants: dict[str, str] = Field(default_factory=dict,
+                                    description="Zone per tenant, e.g. {acme = 'Europe/Berlin'}.")
+
+    @model_validator(mode="after")
+    def _known_zones(self) -> TimeSettings:
+        from sensorlake.derived.timezones import zone
+
+        for name in [self.timezone, *self.tenants.values()]:
+            zone(name)
+        return self
+
+
+class RollupSettings(Section):
+    """Rollups: 1 min, 1 h, 1 d and 1 mo aggregates per (device, metric)."""
+
+    enabled: bool = Field(True, description="Maintain rollups in the hot store.")
+
+
+class AqiSettings(Section):
+    """Hourly and daily air-quality indices computed from the PM rollups."""
+
+    daqi_min_capture: float = Field(
+        0.75, gt=0, le=1, description="Share of the 24 hours a DAQI running mean needs.")
+
+
+class EnergySettings(Section):
+    """Energy deltas from counters and power, tariffs, cost and CO2e."""
+
+    tariffs_file: Path | None = Field(
+        None, description="tariffs.yaml (default: <data_dir>/tariffs.yaml when present).")
+
+
+class QualitySettings(Section):
+    """Quality flags set by the quality stage (docs/metrics.md#quality-flags)."""
+
+    enabled: bool = Field(True, description="Run the quality stage.")
+
+
 class Settings(BaseSettings):
     """Every sensorlake setting. Sections map to TOML tables and `SENSORLAKE_<SECTION>__<KEY>`."""
 
@@ -452,6 +495,11 @@ class Settings(BaseSettings):
     status: StatusSettings = StatusSettings()
     alerts: AlertsSettings = AlertsSettings()
     etl: EtlSettings = EtlSettings()
+    time: TimeSettings = TimeSettings()
+    rollups: RollupSettings = RollupSettings()
+    aqi: AqiSettings = AqiSettings()
+    energy: EnergySettings = EnergySettings()
+    quality: QualitySettings = QualitySettings()
     metrics: dict[str, ExtraMetric] = Field(
         default_factory=dict, description="Extra metrics beyond the built-in catalog.")
     device_types: dict[str, DeviceTypeSettings] = Field(

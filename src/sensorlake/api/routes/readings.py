@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,6 +14,8 @@ from sensorlake.api.access import Access, AccessDep
 from sensorlake.api.deps import RuntimeDep, json_response
 from sensorlake.api.encode import frame, iso_columns, rows_json
 from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cursor, plan_range
+from sensorlake.derived.base import SERIES_COLUMNS
+from sensorlake.derived.serve import combine, derived_readings, split_metrics
 from sensorlake.errors import InputError, QueryTimeout
 from sensorlake.timeparse import format_duration
 
@@ -60,12 +63,29 @@ def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
     try:
         plan = plan_range(tenant, devices, params, settings.max_points, settings.auto_points,
                           count)
-        table = runtime.hot.readings(plan.query, timeout=settings.query_timeout_seconds)
+        table = read_plan(runtime, plan, settings.query_timeout_seconds)
     except InputError as exc:
         raise HTTPException(422, str(exc)) from None
     except QueryTimeout as exc:
         raise HTTPException(504, str(exc)) from None
     return plan, table
+
+
+def read_plan(runtime: Any, plan: RangePlan, timeout: float) -> pa.Table:
+    """Stored metrics from the hot store, derived ones (NowCast, cost ...) computed on read."""
+    query = plan.query
+    stored, derived = split_metrics(query.metrics)
+    if not derived:
+        return runtime.hot.readings(query, timeout=timeout)
+    stored_rows = runtime.hot.readings(replace(query, metrics=stored), timeout=timeout) \
+        if stored else None
+    table = combine(stored_rows, derived_readings(runtime, query, derived))
+    return table.slice(0, query.limit)
+
+
+def extra_columns(table: pa.Table) -> list[str]:
+    """Columns a derived series adds (category, colour, status ...), in table order."""
+    return [c for c in table.column_names if c not in SERIES_COLUMNS.names]
 
 
 def meta(plan: RangePlan, table: pa.Table) -> dict[str, Any]:
@@ -88,7 +108,7 @@ def device_readings(device_id: str, runtime: RuntimeDep, access: AccessDep,
     access.device(device_id, "read_readings")
     plan, table = run_range(runtime, access.tenant_id, (device_id,), params)
     columns = ["ts", "value", *(["metric"] if len(plan.query.metrics) > 1 else []),
-               *(["count"] if plan.query.every else [])]
+               *(["count"] if plan.query.every else []), *extra_columns(table)]
     rows = iso_columns(frame(table).select(columns))
     return json_response({"meta": {"device": device_id, **meta(plan, table)},
                           "results": rows_json(rows)})
@@ -101,7 +121,8 @@ def readings(runtime: RuntimeDep, access: AccessDep, params: RangeDep,
                  description="Only these devices (repeatable)")] = None) -> Response:
     devices = requested_devices(access, device, "read_readings")
     plan, table = run_range(runtime, access.tenant_id, devices, params)
-    columns = ["device_id", "metric", "ts", "value", *(["count"] if plan.query.every else [])]
+    columns = ["device_id", "metric", "ts", "value", *(["count"] if plan.query.every else []),
+               *extra_columns(table)]
     rows = iso_columns(frame(table).select(columns))
     return json_response({"meta": meta(plan, table), "results": rows_json(rows)})
 

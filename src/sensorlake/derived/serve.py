@@ -1,0 +1,69 @@
+"""Serve derived series beside stored metrics: split a query's metrics, compute the derived
+ones through the registry, and return one table (SERIES_COLUMNS first, extra columns after)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+
+from sensorlake.derived.base import SERIES_COLUMNS, DerivedRequest, load_all
+from sensorlake.derived.timezones import device_timezone
+from sensorlake.store.base import ReadingQuery
+
+
+def split_metrics(metrics: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(stored, derived) metric names, each in the asked order."""
+    registry = load_all()
+    derived = tuple(m for m in metrics if m in registry)
+    return tuple(m for m in metrics if m not in registry), derived
+
+
+def request_for(runtime: Any, query: ReadingQuery) -> DerivedRequest:
+    """A DerivedRequest over `query`'s range and devices, reading through the hot store."""
+    tenant = query.tenant
+    devices = {d.id: d for d in runtime.registry.list(tenant)}
+    ids = query.device_ids if query.device_ids is not None else tuple(sorted(devices))
+    time = runtime.settings.time
+
+    def tags_of(device_id: str) -> dict[str, str]:
+        device = devices.get(device_id)
+        return dict(device.tags) if device else {}
+
+    def timezone_of(device_id: str) -> str:
+        return device_timezone(tags_of(device_id), tenant, time.tenants, time.timezone)
+
+    return DerivedRequest(tenant=tenant, device_ids=tuple(ids), start=query.start,
+                          end=query.end, every=query.every, read=runtime.hot.readings,
+                          settings=runtime.settings, timezone_of=timezone_of, tags_of=tags_of)
+
+
+def derived_readings(runtime: Any, query: ReadingQuery, names: tuple[str, ...]) -> pa.Table:
+    """Every asked derived series over `query`, concatenated, ordered like stored series."""
+    registry = load_all()
+    request = request_for(runtime, query)
+    tables = []
+    for name in names:
+        series = registry[name]
+        asked = request if request.every or not series.default_every else replace(
+            request, every=series.default_every)
+        tables.append(series.compute(asked))
+    if not tables:
+        return SERIES_COLUMNS.empty_table()
+    table = pa.concat_tables(tables, promote_options="default")
+    return table.sort_by([("device_id", "ascending"), ("metric", "ascending"),
+                          ("ts", "ascending")])
+
+
+def combine(stored: pa.Table | None, derived: pa.Table | None) -> pa.Table:
+    """Stored rows then derived rows, with the union of their columns."""
+    parts = [t.select(SERIES_COLUMNS.names).cast(SERIES_COLUMNS) if set(t.column_names) ==
+             set(SERIES_COLUMNS.names) else t for t in (stored, derived) if t is not None]
+    if not parts:
+        return SERIES_COLUMNS.empty_table()
+    if len(parts) == 1:
+        return parts[0]
+    base = [p.set_column(p.schema.get_field_index("count"), "count",
+                         p.column("count").cast(pa.int64())) for p in parts]
+    return pa.concat_tables(base, promote_options="permissive")
