@@ -97,6 +97,10 @@ class ReadingQuery:
     """Leave out readings whose `quality` has any of these bits (0 = keep every reading)."""
     after: tuple[str, str, datetime] | None = None
     """Keyset paging: only rows after this (device_id, metric, ts) in the result order."""
+    calendar: Literal["day", "month"] | None = None
+    """With `every`: local calendar days or months of each device (store/rollup_query.py)."""
+    rollup: str | None = None
+    """The rollup grain the planner chose (1m, 1h, 1d, 1mo); None reads raw readings."""
 
 
 @runtime_checkable

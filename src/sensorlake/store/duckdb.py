@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 
 from sensorlake.errors import NotFound, QueryTimeout, SinkUnavailable
 from sensorlake.model import READING_SCHEMA
+from sensorlake.store import rollup_query, rollups
 from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, WINDOW_SCHEMA, ReadingQuery
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.memory import conform, dedupe_first
@@ -136,11 +138,15 @@ class DuckDBStore:
     def __init__(self, path: Path, lake: ParquetLake | None = None,
                  retention_days: float = 30,
                  clock: Callable[[], datetime] | None = None, read_only: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None,
+                 rollup_config: rollups.RollupConfig | None = None) -> None:
         self.path = Path(path)
         self.lake = lake
         self.retention = timedelta(days=retention_days)
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.rollups = rollup_config
+        """Rollups are maintained (dirty marks, refresh) and served when set."""
+        self._read_only = read_only
         self._write_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         if read_only and not self.path.exists():
@@ -158,6 +164,8 @@ class DuckDBStore:
             self._conn.execute(f"SET GLOBAL threads = {int(threads)}")
         if not read_only:
             self._conn.execute(SCHEMA_SQL)
+            if rollup_config is not None:
+                self._conn.execute(rollups.SCHEMA_SQL)
         self._writer = self._conn.cursor()
 
     @contextlib.contextmanager
@@ -193,6 +201,8 @@ class DuckDBStore:
                         added += cur.execute(
                             INSERT_LATE_ABSENT.format(span=span)).fetchall()[0][0]
                 cur.execute(UPSERT_LATEST)
+                if self.rollups is not None:
+                    cur.execute(rollups.MARK_DIRTY.format(relation="batch"))
                 cur.execute("COMMIT")
             except duckdb.Error as exc:
                 with contextlib.suppress(duckdb.Error):
@@ -231,6 +241,10 @@ class DuckDBStore:
                 cur.execute("CREATE OR REPLACE TEMP TABLE gone AS SELECT DISTINCT tenant, "
                             "device_id, metric FROM readings WHERE log_offset BETWEEN ? AND ?"
                             + devices, params)
+                if self.rollups is not None:  # what replay removes and adds is recomputed
+                    cur.execute(rollups.MARK_DIRTY.format(
+                        relation="readings WHERE log_offset BETWEEN ? AND ?" + devices), params)
+                    cur.execute(rollups.MARK_DIRTY.format(relation="batch"))
                 cur.execute("DELETE FROM readings WHERE log_offset BETWEEN ? AND ?" + devices,
                             params)
                 bounds = "TRUE"
@@ -274,33 +288,108 @@ class DuckDBStore:
             rows = self._writer.sql(sql, params=params).fetchall()
         return int(rows[0][0]) if rows else 0
 
+    # -- rollups ------------------------------------------------------------------------------
+
+    def refresh_rollups(self, now: datetime | None = None) -> rollups.RefreshResult:
+        """Recompute the dirty rollup buckets in one transaction (store/rollups.py)."""
+        if self.rollups is None or self._read_only:
+            return rollups.RefreshResult()
+        now = utc(now or self._clock())
+        with self._write_lock:
+            cur = self._writer
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                result = rollups.refresh(cur, self.rollups, now, self.horizon(now))
+                cur.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                raise SinkUnavailable(f"hot store {self.path}: rollup refresh failed: "
+                                      f"{exc}") from exc
+        return result
+
+    def rebuild_rollups(self, now: datetime | None = None) -> rollups.RefreshResult:
+        """Recompute every rollup from the raw rows still in the hot table (after a device's
+        `tz` or `cadence` changed). Buckets before the horizon are kept as they are."""
+        if self.rollups is None:
+            return rollups.RefreshResult()
+        horizon = self.horizon(now)
+        with self._write_lock:
+            cur = self._writer
+            cur.execute("BEGIN TRANSACTION")
+            for grain in rollups.GRAINS:
+                cur.execute(f"DELETE FROM rollup_{grain} WHERE bucket >= ?", [horizon])
+            rollups.mark_all_dirty(cur)
+            cur.execute("COMMIT")
+        return self.refresh_rollups(now)
+
+    def rollup_rows(self, grain: str) -> pa.Table:
+        """Every row of one rollup table, ordered by key and bucket (tests, tools)."""
+        if grain not in rollups.GRAINS:
+            raise ValueError(f"unknown grain {grain!r}: use one of {', '.join(rollups.GRAINS)}")
+        with self._cursor() as cur:
+            return cur.sql(f"SELECT * FROM rollup_{grain} ORDER BY tenant, device_id, metric, "
+                           "bucket").to_arrow_table()
+
+    def _refresh_for_read(self, tenant: str) -> None:
+        """Read your writes: refresh first when this tenant has dirty buckets."""
+        with self._cursor() as cur:
+            dirty = cur.sql("SELECT count(*) FROM rollup_dirty WHERE tenant = ?",
+                            params=[tenant]).fetchall()[0][0]
+        if dirty:
+            self.refresh_rollups()
+
     # -- reads -------------------------------------------------------------------------------
 
-    def _series(self, query: ReadingQuery) -> tuple[str, list[object]]:
+    def _parts(self, query: ReadingQuery) -> list:
         horizon = self.horizon()
         cold = None
         if self.lake is not None and utc(query.start) < horizon:
             files = self.lake.files("readings", utc(query.start), min(utc(query.end), horizon))
             cold = read_parquet(files) if files else None
-        return series_sql(query, plan_parts(query, "readings", cold, horizon), DUCKDB)
+        return plan_parts(query, "readings", cold, horizon)
+
+    def _series(self, query: ReadingQuery) -> tuple[str, list[object]]:
+        config = self.rollups
+        if query.calendar is not None and query.every is not None and config is not None:
+            if query.rollup is not None:
+                return rollup_query.calendar_sql(query, query.rollup, config.final_after,
+                                                 self._clock())
+            wide = replace(query, end=utc(query.end) + timedelta(days=32))
+            return rollup_query.calendar_raw_sql(query, self._parts(wide), query.calendar,
+                                                 config.tz_sql())
+        if query.rollup in rollups.GRAIN_WIDTH and config is not None:
+            edges = [self._parts(replace(query, start=a, end=b))
+                     for a, b in rollup_query.edge_ranges(query, query.rollup)]
+            return rollup_query.fixed_sql(query, query.rollup, edges, config.final_after,
+                                          self._clock())
+        return series_sql(query, self._parts(query), DUCKDB)
 
     def readings(self, query: ReadingQuery, timeout: float | None = None) -> pa.Table:
-        """SERIES_SCHEMA; the part of the range before the horizon comes from the lake.
-        Past `timeout` seconds the query is interrupted (QueryTimeout)."""
+        """SERIES_SCHEMA (plus coverage, revised, final from rollups); the part of the range
+        before the horizon comes from the lake. Past `timeout` seconds the query is
+        interrupted (QueryTimeout)."""
         if matches_nothing(query):
             return SERIES_SCHEMA.empty_table()
+        if query.rollup is not None and self.rollups is not None and not self._read_only:
+            self._refresh_for_read(query.tenant)
         sql, params = self._series(query)
         with self._cursor() as cur, _deadline(cur, timeout):
+            if self.rollups is not None and query.calendar is not None:
+                cur.register("rollup_devices", self.rollups.devices())
             table = cur.sql(sql, params=params).to_arrow_table()
-        return table.cast(SERIES_SCHEMA)
+        return _conform_series(table)
 
     def stream(self, query: ReadingQuery, batch_rows: int = 65_536,
                timeout: float | None = None) -> Iterator[pa.RecordBatch]:
         """SERIES_SCHEMA record batches of the whole range (lake included), for exports."""
         if matches_nothing(query):
             return
+        query = replace(query, rollup=None)
         sql, params = self._series(query)
         with self._cursor() as cur, _deadline(cur, timeout):
+            if self.rollups is not None and query.calendar is not None:
+                cur.register("rollup_devices", self.rollups.devices())
             reader = cur.sql(sql, params=params).to_arrow_reader(batch_rows)
             for batch in reader:
                 yield batch.cast(SERIES_SCHEMA)
@@ -337,3 +426,12 @@ class DuckDBStore:
         with self._write_lock:
             self._writer.close()
             self._conn.close()
+
+
+def _conform_series(table: pa.Table) -> pa.Table:
+    """SERIES_SCHEMA columns cast, any extra columns (coverage, revised, final) after them."""
+    base = table.select(SERIES_SCHEMA.names).cast(SERIES_SCHEMA)
+    for name in table.column_names:
+        if name not in SERIES_SCHEMA.names:
+            base = base.append_column(name, table.column(name))
+    return base

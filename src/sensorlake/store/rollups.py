@@ -1,0 +1,307 @@
+"""Rollups in the DuckDB hot store: 1 min and 1 h (UTC), 1 d and 1 mo (the device's local zone).
+
+Incremental, idempotent and crash-safe:
+
+- `DuckDBStore.write` marks the (tenant, device, metric, minute) of its batch in
+  `rollup_dirty`, in the write's own transaction (MARK_DIRTY: one INSERT ... SELECT DISTINCT).
+- `refresh(now)` recomputes only dirty buckets, one set-based statement per grain: 1m from
+  the raw readings, 1h from 1m, 1d from 1h (from 1m for zones whose offset is not a whole
+  number of hours), 1mo from 1d; then clears the dirty rows, all in one transaction. A crash
+  before COMMIT leaves the marks, so the next refresh recomputes the same buckets.
+- Recomputing from what is stored (never adding deltas) makes late data, duplicates and
+  replays exact: a duplicate recomputes identical values, so nothing changes.
+- Rollups outlive raw retention: rollup rows are never deleted with raw rows, and a dirty
+  minute that starts before the hot horizon is dropped without a recompute (its raw rows
+  may be gone; recomputing would shrink the bucket). Its coarser buckets stay as they were.
+
+A bucket is stored as the UTC instant of its (local) start with its end (`bucket_end`), so a
+23- or 25-hour day has its true length. `revised` is set when a recompute changes a bucket
+whose end + `final_after` had already passed; `final` says that end + grace has passed
+(refreshed by every refresh; the query layer recomputes it at read time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sensorlake.derived.timezones import device_timezone, zone
+from sensorlake.store.query import ts_literal
+
+GRAINS: tuple[str, ...] = ("1m", "1h", "1d", "1mo")
+GRAIN_WIDTH = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
+"""Fixed-width (UTC) grains; 1d and 1mo are calendar grains in local time."""
+
+CADENCE_TAG = "cadence"
+
+COLUMNS = """
+    tenant VARCHAR NOT NULL, device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    bucket TIMESTAMPTZ NOT NULL, bucket_end TIMESTAMPTZ NOT NULL, count BIGINT NOT NULL,
+    min DOUBLE, max DOUBLE, sum DOUBLE, mean DOUBLE, first DOUBLE, first_ts TIMESTAMPTZ,
+    last DOUBLE, last_ts TIMESTAMPTZ, interval_s DOUBLE, expected DOUBLE, coverage DOUBLE,
+    revised BOOLEAN NOT NULL, final BOOLEAN NOT NULL, updated_at TIMESTAMPTZ NOT NULL"""
+"""`interval_s`: the reading interval used for `expected` (the cadence tag, else estimated)."""
+
+SCHEMA_SQL = "".join(f"CREATE TABLE IF NOT EXISTS rollup_{g} ({COLUMNS});\n" for g in GRAINS) + """
+CREATE TABLE IF NOT EXISTS rollup_dirty (
+    tenant VARCHAR NOT NULL, device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    minute TIMESTAMPTZ NOT NULL);
+"""
+
+MARK_DIRTY = """
+INSERT INTO rollup_dirty SELECT DISTINCT tenant, device_id, metric,
+    time_bucket(INTERVAL 1 minute, ts) FROM {relation}
+"""
+"""Run inside the write's transaction; the batch's keys and minutes become dirty."""
+
+DEVICE_SCHEMA = pa.schema([
+    pa.field("tenant", pa.string()), pa.field("device_id", pa.string()),
+    pa.field("tz", pa.string()), pa.field("whole_hours", pa.bool_()),
+    pa.field("cadence_s", pa.float64()),
+])
+
+
+@lru_cache(maxsize=512)
+def whole_hour_zone(name: str) -> bool:
+    """True when `name`'s UTC offset is a whole number of hours at every weekly sample from
+    1970 to 2050, so its local days are made of whole UTC hours."""
+    tz = zone(name)
+    start = datetime(1970, 1, 1, tzinfo=UTC)
+    for week in range(0, 80 * 53):
+        offset = (start + timedelta(weeks=week)).astimezone(tz).utcoffset()
+        if offset is not None and offset.total_seconds() % 3600:
+            return False
+    return True
+
+
+def parse_cadence(text: str | None) -> float | None:
+    """Seconds of a `cadence` tag ("60s", "5m", "1h"); None when absent or not a duration."""
+    if not text:
+        return None
+    from sensorlake.errors import InputError
+    from sensorlake.timeparse import parse_duration
+    try:
+        return parse_duration(text).total_seconds()
+    except InputError:
+        return None
+
+
+def device_table(devices: Iterable[Any], tenants: dict[str, str],
+                 default_tz: str) -> pa.Table:
+    """DEVICE_SCHEMA rows (zone, whole-hour flag, cadence) from registry Devices."""
+    rows = []
+    for d in devices:
+        tags = dict(d.tags or {})
+        tenant = d.tenant
+        tz = device_timezone(tags, tenant, tenants, default_tz)
+        rows.append({"tenant": tenant, "device_id": d.id, "tz": tz,
+                     "whole_hours": whole_hour_zone(tz),
+                     "cadence_s": parse_cadence(tags.get(CADENCE_TAG))})
+    return pa.Table.from_pylist(rows, schema=DEVICE_SCHEMA)
+
+
+@dataclass
+class RollupConfig:
+    """What the store needs to maintain and serve rollups."""
+
+    final_after: timedelta = timedelta(minutes=5)
+    default_tz: str = "UTC"
+    devices: Callable[[], pa.Table] = field(default=lambda: DEVICE_SCHEMA.empty_table())
+    """The registry's devices as DEVICE_SCHEMA (zone and cadence per device)."""
+
+    def tz_sql(self, alias: str = "m") -> str:
+        """The zone of a joined device row, else the default (a validated IANA name)."""
+        zone(self.default_tz)
+        return f"coalesce({alias}.tz, '{self.default_tz}')"
+
+
+@dataclass
+class RefreshResult:
+    minutes: int = 0
+    """Dirty minutes recomputed."""
+    skipped: int = 0
+    """Dirty minutes before the hot horizon, dropped without a recompute."""
+    rows: dict[str, int] = field(default_factory=dict)
+    """Buckets written per grain."""
+
+
+KEY = "tenant, device_id, metric"
+ON_KEY = "{a}.tenant = {b}.tenant AND {a}.device_id = {b}.device_id AND {a}.metric = {b}.metric"
+
+
+def ranges_sql(column: str, ranges: list[tuple[int, int]], pad_us: int) -> str:
+    """`column` within any of the inclusive µs ranges, widened by `pad_us` at the end (so
+    DuckDB prunes row groups by their zone maps)."""
+    if not ranges:
+        return "FALSE"
+    parts = [f"{column} BETWEEN {ts_literal(lo)} AND {ts_literal(hi + pad_us)}"
+             for lo, hi in ranges]
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _ranges(cur: duckdb.DuckDBPyConnection, table: str, max_width_us: int) -> list[tuple[int, int]]:
+    from sensorlake.store.duckdb import ts_ranges
+    values = cur.sql(f"SELECT DISTINCT epoch_us(bucket) AS b FROM {table}").to_arrow_table()
+    return ts_ranges(values.column("b").to_numpy(), gap=max(max_width_us, 3_600_000_000))
+
+
+AGG_FROM_RAW = """
+SELECT s.tenant, s.device_id, s.metric, s.bucket, s.bucket + INTERVAL 1 minute AS bucket_end,
+       count(*) AS count, min(value) AS min, max(value) AS max, sum(value) AS sum,
+       avg(value) AS mean, arg_min(value, ts) AS first, min(ts) AS first_ts,
+       arg_max(value, ts) AS last, max(ts) AS last_ts,
+       CASE WHEN count(*) > 1 THEN epoch(max(ts) - min(ts)) / (count(*) - 1) END AS est
+FROM (SELECT r.tenant, r.device_id, r.metric, time_bucket(INTERVAL 1 minute, r.ts) AS bucket,
+             r.ts, r.value FROM readings r WHERE {prune}) s
+SEMI JOIN dirty_1m d ON {on_key} AND d.bucket = s.bucket
+GROUP BY s.tenant, s.device_id, s.metric, s.bucket
+"""
+"""1m buckets of the dirty minutes from the raw rows; `est` = the mean interval in the minute."""
+
+AGG_FROM_CHILD = """
+SELECT c.tenant, c.device_id, c.metric, {parent} AS bucket, {parent_end} AS bucket_end,
+       sum(count) AS count, min(c.min) AS min, max(c.max) AS max, sum(c.sum) AS sum,
+       sum(c.sum) / sum(count) AS mean, arg_min(c.first, c.first_ts) AS first,
+       min(c.first_ts) AS first_ts, arg_max(c.last, c.last_ts) AS last,
+       max(c.last_ts) AS last_ts,
+       coalesce(median(c.interval_s), CASE WHEN sum(count) > 1 THEN
+           epoch(max(c.last_ts) - min(c.first_ts)) / (sum(count) - 1) END) AS est
+FROM rollup_{child} c LEFT JOIN rollup_devices m ON m.tenant = c.tenant AND
+     m.device_id = c.device_id
+SEMI JOIN dirty_{grain} d ON {on_key} AND d.bucket = {parent}
+WHERE {prune} AND {where}
+GROUP BY c.tenant, c.device_id, c.metric, {parent}, {parent_end}
+"""
+"""A coarser grain from its child rows; `est` = the median child interval (robust to gaps),
+else the mean interval over the bucket."""
+
+
+def _parent(grain: str, tz: str, column: str = "c.bucket") -> tuple[str, str]:
+    """(bucket start, bucket end) expressions of `column`'s bucket at `grain`."""
+    if grain == "1h":
+        return (f"time_bucket(INTERVAL 1 hour, {column})",
+                f"time_bucket(INTERVAL 1 hour, {column}) + INTERVAL 1 hour")
+    unit = {"1d": "1 day", "1mo": "1 month"}[grain]
+    start = f"time_bucket(INTERVAL {unit}, {column}, {tz})"
+    return start, f"(({start} AT TIME ZONE {tz}) + INTERVAL {unit}) AT TIME ZONE {tz}"
+
+
+def refresh(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime,
+            horizon: datetime) -> RefreshResult:
+    """Recompute every dirty bucket and clear the marks. The caller holds the write lock and
+    runs this inside BEGIN ... COMMIT."""
+    result = RefreshResult()
+    pending = cur.sql("SELECT count(*) FROM rollup_dirty").fetchall()[0][0]
+    if not pending:
+        return result
+    tz = config.tz_sql()
+    cur.register("rollup_devices", config.devices())
+    try:
+        cur.execute("CREATE OR REPLACE TEMP TABLE dirty_1m AS SELECT DISTINCT tenant, device_id, "
+                    "metric, minute AS bucket FROM rollup_dirty WHERE minute >= ?", [horizon])
+        result.minutes = cur.sql("SELECT count(*) FROM dirty_1m").fetchall()[0][0]
+        result.skipped = cur.sql("SELECT count(*) FROM (SELECT DISTINCT * FROM rollup_dirty "
+                                 "WHERE minute < ?)", params=[horizon]).fetchall()[0][0]
+        if result.minutes:
+            ranges = _ranges(cur, "dirty_1m", 60_000_000)
+            prune = ranges_sql("r.ts", ranges, 60_000_000 - 1)
+            on_key = ON_KEY.format(a="d", b="s")
+            sql = AGG_FROM_RAW.format(prune=prune, on_key=on_key)
+            sql = (f"SELECT a.*, coalesce(m.cadence_s, a.est) AS interval_s FROM ({sql}) a "
+                   "LEFT JOIN rollup_devices m ON m.tenant = a.tenant AND "
+                   "m.device_id = a.device_id")
+            result.rows["1m"] = _merge(cur, "1m", sql, ranges, 60_000_000, config, now)
+            _coarser(cur, config, now, tz, result)
+        cur.execute("DELETE FROM rollup_dirty")
+        _mark_final(cur, config, now)
+    finally:
+        cur.unregister("rollup_devices")
+    return result
+
+
+def _coarser(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime, tz: str,
+             result: RefreshResult) -> None:
+    """1h from 1m, 1d from 1h (1m for zones not on whole hours), 1mo from 1d."""
+    join = "LEFT JOIN rollup_devices m ON m.tenant = x.tenant AND m.device_id = x.device_id"
+    plan = {"1h": ("1m", 3_600_000_000), "1d": ("1h", 26 * 3_600_000_000),
+            "1mo": ("1d", 32 * 86_400_000_000)}
+    for grain, (child, width) in plan.items():
+        source = "dirty_1m" if grain != "1mo" else "dirty_1d"
+        start, _ = _parent(grain, tz, "x.bucket")
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE dirty_{grain} AS SELECT DISTINCT x.tenant, "
+                    f"x.device_id, x.metric, {start} AS bucket FROM {source} x {join}")
+        ranges = _ranges(cur, f"dirty_{grain}", width)
+        parent, parent_end = _parent(grain, tz)
+        on_key = ON_KEY.format(a="d", b="c")
+        prune = ranges_sql("c.bucket", ranges, width)
+        if grain == "1d":  # whole-hour zones from 1h, the others from 1m
+            parts = [AGG_FROM_CHILD.format(child=c, parent=parent, parent_end=parent_end,
+                                           grain=grain, on_key=on_key, prune=prune, where=w)
+                     for c, w in (("1h", "coalesce(m.whole_hours, TRUE)"),
+                                  ("1m", "NOT coalesce(m.whole_hours, TRUE)"))]
+            sql = "\nUNION ALL\n".join(parts)
+        else:
+            sql = AGG_FROM_CHILD.format(child=child, parent=parent, parent_end=parent_end,
+                                        grain=grain, on_key=on_key, prune=prune, where="TRUE")
+        sql = (f"SELECT a.*, coalesce(m.cadence_s, a.est) AS interval_s FROM ({sql}) a "
+               "LEFT JOIN rollup_devices m ON m.tenant = a.tenant AND m.device_id = a.device_id")
+        result.rows[grain] = _merge(cur, grain, sql, ranges, width, config, now)
+
+
+CHANGED = " OR ".join(f"o.{c} IS DISTINCT FROM f.{c}" for c in
+                      ("count", "min", "max", "first", "first_ts", "last", "last_ts")) + \
+    " OR abs(o.sum - f.sum) > 1e-9 * greatest(1.0, abs(o.sum))"
+"""Whether a recompute changed a bucket (sums compared with a relative tolerance: the same
+values summed in another order may differ in the last bits)."""
+
+
+def _merge(cur: duckdb.DuckDBPyConnection, grain: str, fresh_sql: str,
+           ranges: list[tuple[int, int]], width_us: int, config: RollupConfig,
+           now: datetime) -> int:
+    """Replace the dirty buckets of `rollup_<grain>` with their recomputed rows (a bucket
+    with no rows left is deleted), carrying or setting `revised`."""
+    table = f"rollup_{grain}"
+    prune = ranges_sql("o.bucket", ranges, width_us)
+    grace = f"INTERVAL {int(config.final_after.total_seconds() * 1e6)} MICROSECONDS"
+    now_sql = ts_literal(int(now.timestamp() * 1_000_000))
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE fresh AS {fresh_sql}")
+    cur.execute(f"""
+CREATE OR REPLACE TEMP TABLE merged AS
+SELECT f.tenant, f.device_id, f.metric, f.bucket, f.bucket_end, f.count, f.min, f.max, f.sum,
+       f.mean, f.first, f.first_ts, f.last, f.last_ts, f.interval_s,
+       epoch(f.bucket_end - f.bucket) / f.interval_s AS expected,
+       least(100.0, 100.0 * f.count * f.interval_s / epoch(f.bucket_end - f.bucket)) AS coverage,
+       CASE WHEN o.bucket IS NULL THEN FALSE WHEN o.revised THEN TRUE
+            WHEN o.bucket_end + {grace} <= {now_sql} AND ({CHANGED}) THEN TRUE
+            ELSE FALSE END AS revised,
+       f.bucket_end + {grace} <= {now_sql} AS final, {now_sql} AS updated_at
+FROM fresh f LEFT JOIN (SELECT * FROM {table} o WHERE {prune}) o
+  ON {ON_KEY.format(a="o", b="f")} AND o.bucket = f.bucket""")
+    cur.execute(f"DELETE FROM {table} o USING dirty_{grain} d WHERE {prune} AND "
+                f"{ON_KEY.format(a='o', b='d')} AND o.bucket = d.bucket")
+    cur.execute(f"INSERT INTO {table} SELECT * FROM merged")
+    return int(cur.sql("SELECT count(*) FROM merged").fetchall()[0][0])
+
+
+def _mark_final(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime) -> None:
+    """Set `final` on buckets whose end + grace has passed since they were written."""
+    cut = ts_literal(int((now - config.final_after).timestamp() * 1_000_000))
+    for grain in GRAINS:
+        cur.execute(f"UPDATE rollup_{grain} SET final = TRUE WHERE NOT final AND "
+                    f"bucket_end <= {cut}")
+
+
+def dirty_count(cur: duckdb.DuckDBPyConnection) -> int:
+    return int(cur.sql("SELECT count(*) FROM rollup_dirty").fetchall()[0][0])
+
+
+def mark_all_dirty(cur: duckdb.DuckDBPyConnection) -> None:
+    """Mark every stored raw minute dirty (after a device's zone or cadence changed, with
+    the rollups from the hot horizon on deleted first by the caller)."""
+    cur.execute(MARK_DIRTY.format(relation="readings"))
