@@ -439,6 +439,12 @@ class RollupSettings(Section):
     """Rollups: 1 min, 1 h, 1 d and 1 mo aggregates per (device, metric)."""
 
     enabled: bool = Field(True, description="Maintain rollups in the hot store.")
+    refresh_seconds: float = Field(
+        2.0, ge=0, description="The worker recomputes dirty rollup buckets this often (after "
+        "a batch); a rollup query refreshes first anyway.")
+    final_after_seconds: float = Field(
+        300, ge=0, description="A bucket is final this long after its end; a later change "
+        "to a final bucket marks it revised.")
 
 
 class AqiSettings(Section):

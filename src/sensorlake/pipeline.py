@@ -123,6 +123,8 @@ class Worker:
         self._on_unknown_devices = on_unknown_devices
         self._short_batch = False
         self._last_read = 0.0
+        self._last_rollup = time.monotonic()
+        self._rollups_due = False
 
     @property
     def cursor(self) -> int:
@@ -159,8 +161,25 @@ class Worker:
             pending.last = span.last
             pending.rows += batch.readings.num_rows
             self._cursor = span.last
+            self._rollups_due = True
+        self.refresh_rollups_if_due()
         self.flush_if_due()
         return len(entries)
+
+    def refresh_rollups_if_due(self, force: bool = False) -> None:
+        """Recompute the dirty rollup buckets every `rollups.refresh_seconds` after a batch
+        (stores without rollups are skipped)."""
+        refresh = getattr(self.hot, "refresh_rollups", None)
+        settings = self.settings.rollups
+        if refresh is None or not settings.enabled or not self._rollups_due:
+            return
+        if not force and time.monotonic() - self._last_rollup < settings.refresh_seconds:
+            return
+        clock = time.perf_counter()
+        result = refresh()
+        self.stats.timed("rollups", clock, result.minutes)
+        self._last_rollup = time.monotonic()
+        self._rollups_due = False
 
     def flush_if_due(self, force: bool = False) -> None:
         pending = self._pending
@@ -262,6 +281,10 @@ class Worker:
                 self._rewind()
             if max_batches is not None and batches >= max_batches:
                 break
+        try:
+            self.refresh_rollups_if_due(force=True)
+        except TransientError as exc:
+            self._note_error(exc)
         self.flush_if_due(force=True)
 
     def _rewind(self) -> None:

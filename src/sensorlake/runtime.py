@@ -32,6 +32,7 @@ from sensorlake.ops.embedded import Ops
 from sensorlake.pipeline import Worker
 from sensorlake.process.base import Context
 from sensorlake.registry import DeviceRegistry
+from sensorlake.store import rollups
 from sensorlake.store.duckdb import DuckDBStore
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.quarantine import SQLiteQuarantine
@@ -70,7 +71,9 @@ class Runtime:
         self.lake = ParquetLake(settings.path("lake"), settings.lake.compression,
                                 settings.lake.compression_level)
         self.hot = DuckDBStore(settings.path("hot", "readings.duckdb"), self.lake,
-                               settings.hot.retention_days, threads=settings.hot.threads)
+                               settings.hot.retention_days, threads=settings.hot.threads,
+                               rollup_config=rollups.config_from(
+                                   settings, self.registry, self.catalog.change_number))
         self.quarantine = SQLiteQuarantine(settings.path("quarantine.db"))
         self.counters = IngestCounters()
         self._codecs = configure_codecs(settings, registry_lookup(self.catalog))

@@ -4,8 +4,10 @@
 `plan_range` turns it into a ReadingQuery and decides the resolution: `every=auto` picks
 the bucket from STEPS so a chart gets about `api.auto_points` points per metric, and the
 point cap (`api.max_points`) refuses a bucketed range that would return more (422 naming
-a wide enough `every`). The plan names its source ("raw"); rollups (1m, 1h, 1d) slot in
-here as other sources when they exist.
+a wide enough `every`). The plan names its source: "raw", or a rollup ("rollup_1m",
+"rollup_1h", "rollup_1d", "rollup_1mo") when the store keeps them and one answers the query
+exactly (store/rollup_query.py: choose_grain). `every=1d` and `every=1mo` are calendar days
+and months in each device's local zone (docs/metrics.md#rollups).
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ from fastapi import Query
 from sensorlake.errors import InputError
 from sensorlake.model import Quality
 from sensorlake.store.base import AGGREGATES, ReadingQuery
+from sensorlake.store.rollup_query import choose_grain
 from sensorlake.timeparse import format_duration, parse_duration, parse_time
 
 STEPS = [timedelta(seconds=s) for s in (1, 10, 60, 300, 900, 3600, 3 * 3600, 86400, 7 * 86400)]
 """Bucket widths `every=auto` chooses from."""
+
+DAY = timedelta(days=1)
+MONTH = timedelta(days=30)
+"""`every=1mo` counts as 30 days for the point cap; its buckets are calendar months."""
 
 GOOD_EXCLUDES = Quality.OUT_OF_RANGE | Quality.STUCK | Quality.SPIKE | Quality.CLOCK_SUSPECT
 """`quality=good` leaves out readings flagged with any of these."""
@@ -41,7 +48,8 @@ class RangeParams:
                                 examples=["-24h"])] = "-1h"
     to: Annotated[str, Query(description="ISO 8601, epoch ms or now", examples=["now"])] = "now"
     every: Annotated[str | None, Query(
-        description="Bucket width (1m, 1h, 1d) or `auto` (about api.auto_points points)",
+        description="Bucket width (1m, 1h; 1d and 1mo are local calendar days and months) or "
+        "`auto` (about api.auto_points points)",
         examples=["1m"])] = None
     agg: Annotated[str, Query(description="mean, min, max, sum, count, first or last",
                               examples=["mean"])] = "mean"
@@ -59,7 +67,7 @@ class RangeParams:
 class RangePlan:
     query: ReadingQuery
     source: str
-    """Where the rows come from: "raw" (hot store + lake) for now."""
+    """Where the rows come from: "raw" (hot store + lake) or "rollup_<grain>"."""
 
 
 def encode_cursor(device_id: str, metric: str, ts: datetime) -> str:
@@ -100,17 +108,25 @@ def build_query(tenant: str, devices: tuple[str, ...] | None, metrics: list[str]
         raise InputError(f"empty range: 'to' ({end_at.isoformat()}) must be after 'from' "
                          f"({start_at.isoformat()})")
     step: timedelta | None = None
+    calendar: str | None = None
     if every == "auto":
         step = auto_every(start_at, end_at, auto_points)
+    elif every and every.strip() == "1mo":
+        step, calendar = MONTH, "month"
     elif every:
         step = parse_duration(every)
+    if step == DAY:
+        calendar = "day"
     return ReadingQuery(tenant=tenant, metrics=tuple(metrics), start=start_at, end=end_at,
-                        device_ids=devices, every=step, agg=agg, limit=limit)  # type: ignore[arg-type]
+                        device_ids=devices, every=step, agg=agg, limit=limit,  # type: ignore[arg-type]
+                        calendar=calendar)  # type: ignore[arg-type]
 
 
 def plan_range(tenant: str, devices: tuple[str, ...] | None, params: RangeParams,
-               max_points: int, auto_points: int, device_count: int) -> RangePlan:
-    """The query of a range route, within the point cap (InputError names the fix)."""
+               max_points: int, auto_points: int, device_count: int,
+               rollups: bool = False) -> RangePlan:
+    """The query of a range route, within the point cap (InputError names the fix), and its
+    source: a rollup when `rollups` (the store keeps them) and one answers exactly."""
     limit = params.limit or max_points
     if limit > max_points:
         raise InputError(f"limit {limit} is over the cap of {max_points} points per response "
@@ -129,5 +145,11 @@ def plan_range(tenant: str, devices: tuple[str, ...] | None, params: RangeParams
                 f"every={format_duration(wider)} or a shorter range")
     exclude = params.exclude_flags | (GOOD_EXCLUDES if params.quality == "good" else 0)
     after = decode_cursor(params.page) if params.page else None
-    query = ReadingQuery(**{**query.__dict__, "exclude_quality": exclude, "after": after})
-    return RangePlan(query, "raw")
+    grain = choose_grain(query.every, query.calendar, exclude, query.start, query.end) \
+        if rollups else None
+    if query.calendar == "month" and not rollups:
+        raise InputError("every=1mo needs the rollups of the embedded store (rollups.enabled) "
+                         "and no quality filter: ask for every=1d and add the days up")
+    query = ReadingQuery(**{**query.__dict__, "exclude_quality": exclude, "after": after,
+                            "rollup": grain})
+    return RangePlan(query, f"rollup_{grain}" if grain else "raw")

@@ -153,8 +153,8 @@ def _ranges(cur: duckdb.DuckDBPyConnection, table: str, max_width_us: int) -> li
 
 AGG_FROM_RAW = """
 SELECT s.tenant, s.device_id, s.metric, s.bucket, s.bucket + INTERVAL 1 minute AS bucket_end,
-       count(*) AS count, min(value) AS min, max(value) AS max, sum(value) AS sum,
-       avg(value) AS mean, arg_min(value, ts) AS first, min(ts) AS first_ts,
+       count(*) AS count, min(value) AS min, max(value) AS max, fsum(value) AS sum,
+       fsum(value) / count(*) AS mean, arg_min(value, ts) AS first, min(ts) AS first_ts,
        arg_max(value, ts) AS last, max(ts) AS last_ts,
        CASE WHEN count(*) > 1 THEN epoch(max(ts) - min(ts)) / (count(*) - 1) END AS est
 FROM (SELECT r.tenant, r.device_id, r.metric, time_bucket(INTERVAL 1 minute, r.ts) AS bucket,
@@ -162,12 +162,14 @@ FROM (SELECT r.tenant, r.device_id, r.metric, time_bucket(INTERVAL 1 minute, r.t
 SEMI JOIN dirty_1m d ON {on_key} AND d.bucket = s.bucket
 GROUP BY s.tenant, s.device_id, s.metric, s.bucket
 """
-"""1m buckets of the dirty minutes from the raw rows; `est` = the mean interval in the minute."""
+"""1m buckets of the dirty minutes from the raw rows; `est` = the mean interval in the minute.
+`fsum` (compensated) and the ordered sums below keep a recompute of the same values equal to
+the bit, whatever order the rows are scanned in."""
 
 AGG_FROM_CHILD = """
 SELECT c.tenant, c.device_id, c.metric, {parent} AS bucket, {parent_end} AS bucket_end,
-       sum(count) AS count, min(c.min) AS min, max(c.max) AS max, sum(c.sum) AS sum,
-       sum(c.sum) / sum(count) AS mean, arg_min(c.first, c.first_ts) AS first,
+       sum(count) AS count, min(c.min) AS min, max(c.max) AS max,
+       sum(c.sum ORDER BY c.bucket) AS sum, sum(c.sum ORDER BY c.bucket) / sum(count) AS mean, arg_min(c.first, c.first_ts) AS first,
        min(c.first_ts) AS first_ts, arg_max(c.last, c.last_ts) AS last,
        max(c.last_ts) AS last_ts,
        coalesce(median(c.interval_s), CASE WHEN sum(count) > 1 THEN
@@ -305,3 +307,30 @@ def mark_all_dirty(cur: duckdb.DuckDBPyConnection) -> None:
     """Mark every stored raw minute dirty (after a device's zone or cadence changed, with
     the rollups from the hot horizon on deleted first by the caller)."""
     cur.execute(MARK_DIRTY.format(relation="readings"))
+
+
+def registry_devices(registry: Any, change_number: Callable[[], int],
+                     tenants: dict[str, str], default_tz: str) -> Callable[[], pa.Table]:
+    """A `RollupConfig.devices` over the device registry, rebuilt when the catalog changes."""
+    cache: dict[str, Any] = {"version": None, "table": DEVICE_SCHEMA.empty_table()}
+
+    def devices() -> pa.Table:
+        version = change_number()
+        if version != cache["version"]:
+            cache["table"] = device_table(registry.list(), tenants, default_tz)
+            cache["version"] = version
+        return cache["table"]
+
+    return devices
+
+
+def config_from(settings: Any, registry: Any, change_number: Callable[[], int]
+                ) -> RollupConfig | None:
+    """The store's RollupConfig from Settings (None when `rollups.enabled` is false)."""
+    if not settings.rollups.enabled:
+        return None
+    time = settings.time
+    return RollupConfig(final_after=timedelta(seconds=settings.rollups.final_after_seconds),
+                        default_tz=time.timezone,
+                        devices=registry_devices(registry, change_number, time.tenants,
+                                                 time.timezone))

@@ -62,7 +62,7 @@ def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
     count = len(devices) if devices is not None else max(1, len(runtime.registry.uids(tenant)))
     try:
         plan = plan_range(tenant, devices, params, settings.max_points, settings.auto_points,
-                          count)
+                          count, rollups=getattr(runtime.hot, "rollups", None) is not None)
         table = read_plan(runtime, plan, settings.query_timeout_seconds)
     except InputError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -93,7 +93,8 @@ def meta(plan: RangePlan, table: pa.Table) -> dict[str, Any]:
     truncated = table.num_rows >= query.limit
     last = table.slice(table.num_rows - 1).to_pylist()[0] if table.num_rows else None
     return {"metrics": list(query.metrics), "from": iso(query.start), "to": iso(query.end),
-            "every": format_duration(query.every) if query.every else None,
+            "every": ("1mo" if query.calendar == "month" else format_duration(query.every))
+            if query.every else None,
             "agg": query.agg if query.every else None, "count": table.num_rows,
             "truncated": truncated, "source": plan.source,
             "next": encode_cursor(last["device_id"], last["metric"], last["ts"])
