@@ -169,7 +169,8 @@ the bit, whatever order the rows are scanned in."""
 AGG_FROM_CHILD = """
 SELECT c.tenant, c.device_id, c.metric, {parent} AS bucket, {parent_end} AS bucket_end,
        sum(count) AS count, min(c.min) AS min, max(c.max) AS max,
-       sum(c.sum ORDER BY c.bucket) AS sum, sum(c.sum ORDER BY c.bucket) / sum(count) AS mean, arg_min(c.first, c.first_ts) AS first,
+       sum(c.sum ORDER BY c.bucket) AS sum, sum(c.sum ORDER BY c.bucket) / sum(count) AS mean,
+       arg_min(c.first, c.first_ts) AS first,
        min(c.first_ts) AS first_ts, arg_max(c.last, c.last_ts) AS last,
        max(c.last_ts) AS last_ts,
        coalesce(median(c.interval_s), CASE WHEN sum(count) > 1 THEN
