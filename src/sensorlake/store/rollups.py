@@ -167,32 +167,35 @@ GROUP BY s.tenant, s.device_id, s.metric, s.bucket
 the bit, whatever order the rows are scanned in."""
 
 AGG_FROM_CHILD = """
-SELECT c.tenant, c.device_id, c.metric, {parent} AS bucket, {parent_end} AS bucket_end,
+SELECT c.tenant, c.device_id, c.metric, c.parent AS bucket,
        sum(count) AS count, min(c.min) AS min, max(c.max) AS max,
        sum(c.sum ORDER BY c.bucket) AS sum, sum(c.sum ORDER BY c.bucket) / sum(count) AS mean,
-       arg_min(c.first, c.first_ts) AS first,
-       min(c.first_ts) AS first_ts, arg_max(c.last, c.last_ts) AS last,
-       max(c.last_ts) AS last_ts,
+       arg_min(c.first, c.first_ts) AS first, min(c.first_ts) AS first_ts,
+       arg_max(c.last, c.last_ts) AS last, max(c.last_ts) AS last_ts,
        coalesce(median(c.interval_s), CASE WHEN sum(count) > 1 THEN
            epoch(max(c.last_ts) - min(c.first_ts)) / (sum(count) - 1) END) AS est
-FROM rollup_{child} c LEFT JOIN rollup_devices m ON m.tenant = c.tenant AND
-     m.device_id = c.device_id
-SEMI JOIN dirty_{grain} d ON {on_key} AND d.bucket = {parent}
-WHERE {prune} AND {where}
-GROUP BY c.tenant, c.device_id, c.metric, {parent}, {parent_end}
+FROM (SELECT c.*, {parent} AS parent FROM rollup_{child} c {joins} WHERE {prune} AND {where}) c
+SEMI JOIN dirty_{grain} d ON {on_key} AND d.bucket = c.parent
+GROUP BY c.tenant, c.device_id, c.metric, c.parent
 """
 """A coarser grain from its child rows; `est` = the median child interval (robust to gaps),
-else the mean interval over the bucket."""
+else the mean interval over the bucket. Sums are ordered so a recompute is bit-identical."""
 
+DEVICE_JOIN = "LEFT JOIN rollup_devices m ON m.tenant = {a}.tenant AND m.device_id = {a}.device_id"
 
-def _parent(grain: str, tz: str, column: str = "c.bucket") -> tuple[str, str]:
-    """(bucket start, bucket end) expressions of `column`'s bucket at `grain`."""
-    if grain == "1h":
-        return (f"time_bucket(INTERVAL 1 hour, {column})",
-                f"time_bucket(INTERVAL 1 hour, {column}) + INTERVAL 1 hour")
-    unit = {"1d": "1 day", "1mo": "1 month"}[grain]
-    start = f"time_bucket(INTERVAL {unit}, {column}, {tz})"
-    return start, f"(({start} AT TIME ZONE {tz}) + INTERVAL {unit}) AT TIME ZONE {tz}"
+HOUR_DAYS = """
+CREATE OR REPLACE TEMP TABLE hour_days AS
+WITH days AS (SELECT DISTINCT {tz} AS tz, d.bucket FROM dirty_1d d {join} WHERE NOT {whole}),
+hours AS (SELECT DISTINCT tz, unnest(range(time_bucket(INTERVAL 1 hour, bucket),
+                                           bucket + INTERVAL 26 hours, INTERVAL 1 hour)) AS hour
+          FROM days)
+SELECT tz, hour, time_bucket(INTERVAL 1 day, hour, tz) AS day_a,
+       time_bucket(INTERVAL 1 day, hour + INTERVAL 59 minutes, tz) AS day_b FROM hours
+"""
+"""For zones not on whole hours: the local day(s) each UTC hour of the dirty days touches.
+A day boundary (at a whole minute) falls at most once inside an hour, at `day_b`, so a
+minute's day is `day_b` from there on and `day_a` before: zone arithmetic once per hour,
+not once per minute row."""
 
 
 def refresh(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime,
@@ -217,8 +220,7 @@ def refresh(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime,
             on_key = ON_KEY.format(a="d", b="s")
             sql = AGG_FROM_RAW.format(prune=prune, on_key=on_key)
             sql = (f"SELECT a.*, coalesce(m.cadence_s, a.est) AS interval_s FROM ({sql}) a "
-                   "LEFT JOIN rollup_devices m ON m.tenant = a.tenant AND "
-                   "m.device_id = a.device_id")
+                   f"{DEVICE_JOIN.format(a='a')}")
             result.rows["1m"] = _merge(cur, "1m", sql, ranges, 60_000_000, config, now)
             _coarser(cur, config, now, tz, result)
         cur.execute("DELETE FROM rollup_dirty")
@@ -228,32 +230,62 @@ def refresh(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime,
     return result
 
 
+def _end(grain: str, tz: str, column: str) -> str:
+    """The end of the bucket starting at `column` (a local day or month for 1d / 1mo)."""
+    if grain in GRAIN_WIDTH:
+        return f"{column} + INTERVAL {GRAIN_WIDTH[grain].seconds // 60} MINUTES"
+    unit = {"1d": "1 day", "1mo": "1 month"}[grain]
+    return f"(({column} AT TIME ZONE {tz}) + INTERVAL {unit}) AT TIME ZONE {tz}"
+
+
 def _coarser(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime, tz: str,
              result: RefreshResult) -> None:
     """1h from 1m, 1d from 1h (1m for zones not on whole hours), 1mo from 1d."""
-    join = "LEFT JOIN rollup_devices m ON m.tenant = x.tenant AND m.device_id = x.device_id"
-    plan = {"1h": ("1m", 3_600_000_000), "1d": ("1h", 26 * 3_600_000_000),
-            "1mo": ("1d", 32 * 86_400_000_000)}
-    for grain, (child, width) in plan.items():
-        source = "dirty_1m" if grain != "1mo" else "dirty_1d"
-        start, _ = _parent(grain, tz, "x.bucket")
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE dirty_{grain} AS SELECT DISTINCT x.tenant, "
-                    f"x.device_id, x.metric, {start} AS bucket FROM {source} x {join}")
+    whole = f"coalesce(m.whole_hours, {str(whole_hour_zone(config.default_tz)).upper()})"
+    on_key = ON_KEY.format(a="d", b="c")
+    hour = "time_bucket(INTERVAL 1 hour, {col})"
+    # dirty parents
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE dirty_1h AS SELECT DISTINCT tenant, device_id, "
+                f"metric, {hour.format(col='bucket')} AS bucket FROM dirty_1m")
+    join_x = DEVICE_JOIN.format(a="x")
+    cur.execute(f"""CREATE OR REPLACE TEMP TABLE dirty_1d AS
+        SELECT DISTINCT x.tenant, x.device_id, x.metric,
+               time_bucket(INTERVAL 1 day, x.bucket, {tz}) AS bucket FROM dirty_1h x {join_x}
+        UNION
+        SELECT x.tenant, x.device_id, x.metric,
+               time_bucket(INTERVAL 1 day, x.bucket + INTERVAL 59 minutes, {tz})
+        FROM dirty_1h x {join_x} WHERE NOT {whole}""")
+    cur.execute(HOUR_DAYS.format(tz=tz, join=DEVICE_JOIN.format(a="d"), whole=whole))
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE dirty_1mo AS SELECT DISTINCT x.tenant, "
+                f"x.device_id, x.metric, time_bucket(INTERVAL 1 month, x.bucket, {tz}) AS "
+                f"bucket FROM dirty_1d x {join_x}")
+    join_c = DEVICE_JOIN.format(a="c")
+    widths = {"1h": 3_600_000_000, "1d": 26 * 3_600_000_000, "1mo": 32 * 86_400_000_000}
+    for grain, width in widths.items():
         ranges = _ranges(cur, f"dirty_{grain}", width)
-        parent, parent_end = _parent(grain, tz)
-        on_key = ON_KEY.format(a="d", b="c")
         prune = ranges_sql("c.bucket", ranges, width)
-        if grain == "1d":  # whole-hour zones from 1h, the others from 1m
-            parts = [AGG_FROM_CHILD.format(child=c, parent=parent, parent_end=parent_end,
-                                           grain=grain, on_key=on_key, prune=prune, where=w)
-                     for c, w in (("1h", "coalesce(m.whole_hours, TRUE)"),
-                                  ("1m", "NOT coalesce(m.whole_hours, TRUE)"))]
-            sql = "\nUNION ALL\n".join(parts)
+        common = {"grain": grain, "on_key": on_key, "prune": prune}
+        if grain == "1h":
+            parts = [AGG_FROM_CHILD.format(child="1m", parent=hour.format(col="c.bucket"),
+                                           joins="", where="TRUE", **common)]
+        elif grain == "1d":  # whole-hour zones from 1h, the others from 1m
+            by_hour = "JOIN hour_days h ON h.tz = {tz} AND h.hour = {hour}".format(
+                tz=tz, hour=hour.format(col="c.bucket"))
+            parts = [AGG_FROM_CHILD.format(
+                         child="1h", parent=f"time_bucket(INTERVAL 1 day, c.bucket, {tz})",
+                         joins=join_c, where=whole, **common),
+                     AGG_FROM_CHILD.format(
+                         child="1m", parent="CASE WHEN c.bucket >= h.day_b THEN h.day_b "
+                         "ELSE h.day_a END", joins=f"{join_c} {by_hour}",
+                         where=f"NOT {whole}", **common)]
         else:
-            sql = AGG_FROM_CHILD.format(child=child, parent=parent, parent_end=parent_end,
-                                        grain=grain, on_key=on_key, prune=prune, where="TRUE")
-        sql = (f"SELECT a.*, coalesce(m.cadence_s, a.est) AS interval_s FROM ({sql}) a "
-               "LEFT JOIN rollup_devices m ON m.tenant = a.tenant AND m.device_id = a.device_id")
+            parts = [AGG_FROM_CHILD.format(
+                child="1d", parent=f"time_bucket(INTERVAL 1 month, c.bucket, {tz})",
+                joins=join_c, where="TRUE", **common)]
+        sql = "\nUNION ALL\n".join(parts)
+        sql = (f"SELECT a.*, {_end(grain, tz, 'a.bucket')} AS bucket_end, "
+               f"coalesce(m.cadence_s, a.est) AS interval_s FROM ({sql}) a "
+               f"{DEVICE_JOIN.format(a='a')}")
         result.rows[grain] = _merge(cur, grain, sql, ranges, width, config, now)
 
 
