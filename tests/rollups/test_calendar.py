@@ -154,3 +154,21 @@ def test_rollups_survive_retention_and_old_dirty_minutes_are_skipped(tmp_path: P
     assert store.apply_retention() == 144 and store.count() == 0
     assert len(stored(store, "1m")) == 144 and len(stored(store, "1d")) == 1
     store.close()
+
+
+def test_replay_replacing_a_span_recomputes_its_buckets(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    store = make_store(tmp_path / "h.duckdb", [LONDON], Clock(datetime(2026, 12, 1, tzinfo=UTC)))
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = every_10_minutes("lon", start, start + timedelta(hours=2))
+    first = table(rows)
+    store.write(first.append_column("log_offset", pa.array([7] * first.num_rows, pa.int64())))
+    store.refresh_rollups()
+    fixed = table([(d, m, ts, v * 2) for d, m, ts, v in rows[:6]])  # the codec fix drops the rest
+    store.replace_span(7, 7, fixed.append_column("log_offset", pa.array([7] * 6, pa.int64())))
+    store.refresh_rollups()
+    hours = stored(store, "1h")
+    assert [(k[3], r["count"], r["sum"]) for k, r in hours.items()] == [(start, 6, 12.0)]
+    assert [r["count"] for r in stored(store, "1d").values()] == [6]
+    store.close()
