@@ -166,6 +166,12 @@ GROUP BY s.tenant, s.device_id, s.metric, s.bucket
 `fsum` (compensated) and the ordered sums below keep a recompute of the same values equal to
 the bit, whatever order the rows are scanned in."""
 
+CHILD_ROWS = """
+SELECT c.tenant, c.device_id, c.metric, c.bucket, c.count, c.min, c.max, c.sum, c.first,
+       c.first_ts, c.last, c.last_ts, c.interval_s, {parent} AS parent
+FROM rollup_{child} c {joins} WHERE {prune} AND {where}"""
+"""Child rows of the dirty parents' time ranges, each with its parent bucket."""
+
 AGG_FROM_CHILD = """
 SELECT c.tenant, c.device_id, c.metric, c.parent AS bucket,
        sum(count) AS count, min(c.min) AS min, max(c.max) AS max,
@@ -174,12 +180,13 @@ SELECT c.tenant, c.device_id, c.metric, c.parent AS bucket,
        arg_max(c.last, c.last_ts) AS last, max(c.last_ts) AS last_ts,
        coalesce(median(c.interval_s), CASE WHEN sum(count) > 1 THEN
            epoch(max(c.last_ts) - min(c.first_ts)) / (sum(count) - 1) END) AS est
-FROM (SELECT c.*, {parent} AS parent FROM rollup_{child} c {joins} WHERE {prune} AND {where}) c
+FROM ({children}) c
 SEMI JOIN dirty_{grain} d ON {on_key} AND d.bucket = c.parent
 GROUP BY c.tenant, c.device_id, c.metric, c.parent
 """
 """A coarser grain from its child rows; `est` = the median child interval (robust to gaps),
-else the mean interval over the bucket. Sums are ordered so a recompute is bit-identical."""
+else the mean interval over the bucket. Sums are ordered so a recompute is bit-identical
+(children never share a bucket start)."""
 
 DEVICE_JOIN = "LEFT JOIN rollup_devices m ON m.tenant = {a}.tenant AND m.device_id = {a}.device_id"
 
@@ -264,25 +271,27 @@ def _coarser(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime
     for grain, width in widths.items():
         ranges = _ranges(cur, f"dirty_{grain}", width)
         prune = ranges_sql("c.bucket", ranges, width)
-        common = {"grain": grain, "on_key": on_key, "prune": prune}
+        def rows(child: str, parent: str, joins: str, where: str, prune: str = prune) -> str:
+            return CHILD_ROWS.format(child=child, parent=parent, joins=joins, where=where,
+                                     prune=prune)
         if grain == "1h":
-            parts = [AGG_FROM_CHILD.format(child="1m", parent=hour.format(col="c.bucket"),
-                                           joins="", where="TRUE", **common)]
-        elif grain == "1d":  # whole-hour zones from 1h, the others from 1m
-            by_hour = "JOIN hour_days h ON h.tz = {tz} AND h.hour = {hour}".format(
-                tz=tz, hour=hour.format(col="c.bucket"))
-            parts = [AGG_FROM_CHILD.format(
-                         child="1h", parent=f"time_bucket(INTERVAL 1 day, c.bucket, {tz})",
-                         joins=join_c, where=whole, **common),
-                     AGG_FROM_CHILD.format(
-                         child="1m", parent="CASE WHEN c.bucket >= h.day_b THEN h.day_b "
-                         "ELSE h.day_a END", joins=f"{join_c} {by_hour}",
-                         where=f"NOT {whole}", **common)]
+            parts = [rows("1m", hour.format(col="c.bucket"), "", "TRUE")]
+        elif grain == "1d":
+            # whole-hour zones: from 1h. Others: the hours inside one local day from 1h, the
+            # minutes of the hour a local day starts in from 1m (hour_days says which)
+            by_hour = "JOIN hour_days h ON h.tz = {tz} AND h.hour = {hour}"
+            parts = [rows("1h", f"time_bucket(INTERVAL 1 day, c.bucket, {tz})", join_c, whole),
+                     rows("1h", "h.day_a", f"{join_c} {by_hour.format(tz=tz, hour='c.bucket')}",
+                          f"NOT {whole} AND h.day_a = h.day_b"),
+                     rows("1m", "CASE WHEN c.bucket >= h.day_b THEN h.day_b ELSE h.day_a END",
+                          f"{join_c} "
+                          f"{by_hour.format(tz=tz, hour=hour.format(col='c.bucket'))}",
+                          f"NOT {whole} AND h.day_a <> h.day_b")]
         else:
-            parts = [AGG_FROM_CHILD.format(
-                child="1d", parent=f"time_bucket(INTERVAL 1 month, c.bucket, {tz})",
-                joins=join_c, where="TRUE", **common)]
-        sql = "\nUNION ALL\n".join(parts)
+            parts = [rows("1d", f"time_bucket(INTERVAL 1 month, c.bucket, {tz})", join_c,
+                          "TRUE")]
+        sql = AGG_FROM_CHILD.format(children="\nUNION ALL\n".join(parts), grain=grain,
+                                    on_key=on_key)
         sql = (f"SELECT a.*, {_end(grain, tz, 'a.bucket')} AS bucket_end, "
                f"coalesce(m.cadence_s, a.est) AS interval_s FROM ({sql}) a "
                f"{DEVICE_JOIN.format(a='a')}")
