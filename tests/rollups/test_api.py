@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
-from helpers import table
+from rollup_support import table
 from world import World
 
 T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)

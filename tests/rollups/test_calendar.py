@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from helpers import Clock, make_store, stored, table
+from rollup_support import Clock, make_store, stored, table
 
 from sensorlake.registry import Device
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers import Clock, make_store, table
+from rollup_support import Clock, make_store, table
 
 from sensorlake.api.ranges import RangeParams, plan_range
 from sensorlake.errors import InputError

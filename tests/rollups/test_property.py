@@ -7,9 +7,9 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from helpers import Clock, assert_equal_to_raw, make_store, table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rollup_support import Clock, assert_equal_to_raw, make_store, table
 
 from sensorlake.registry import Device
 
