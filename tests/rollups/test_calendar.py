@@ -172,3 +172,16 @@ def test_replay_replacing_a_span_recomputes_its_buckets(tmp_path: Path) -> None:
     assert [(k[3], r["count"], r["sum"]) for k, r in hours.items()] == [(start, 6, 12.0)]
     assert [r["count"] for r in stored(store, "1d").values()] == [6]
     store.close()
+
+
+def test_a_hot_store_without_rollups_gets_them_built(tmp_path: Path) -> None:
+    from sensorlake.store.duckdb import DuckDBStore
+
+    plain = DuckDBStore(tmp_path / "h.duckdb")
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    plain.write(table(every_10_minutes("lon", start, start + timedelta(hours=3))))
+    plain.close()
+    store = make_store(tmp_path / "h.duckdb", [LONDON], Clock(datetime(2026, 12, 1, tzinfo=UTC)))
+    assert store.refresh_rollups().minutes == 18
+    assert [r["count"] for r in stored(store, "1h").values()] == [6, 6, 6]
+    store.close()

@@ -4,14 +4,21 @@ repetition of the batches; replaying changes nothing and never sets `revised`.""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rollup_support import Clock, assert_equal_to_raw, make_store, table
 
 from sensorlake.registry import Device
+from sensorlake.store.base import ReadingQuery
+from sensorlake.store.duckdb import DuckDBStore
+from sensorlake.store.rollup_query import choose_grain
+from sensorlake.timeparse import parse_duration
 
 ZONES = {"lon": "Europe/London", "kol": "Asia/Kolkata", "adl": "Australia/Adelaide",
          "utc": "UTC"}
@@ -73,3 +80,41 @@ def test_duplicates_never_revise(first: list) -> None:
             assert_equal_to_raw(store, first, ZONES)
         finally:
             store.close()
+
+
+QUERY_ROWS = [(d, "pm2_5", START + timedelta(seconds=s), float((s * 31) % 97) - 40)
+              for d in ZONES for s in range(0, 6 * 86400, 173)]
+
+
+@pytest.fixture(scope="module")
+def query_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBStore]:
+    store = make_store(tmp_path_factory.mktemp("q") / "hot.duckdb", DEVICES,
+                       Clock(START + timedelta(days=60)))
+    store.write(table(QUERY_ROWS))
+    store.refresh_rollups()
+    yield store
+    store.close()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start_s=st.integers(-3600, 5 * 86400), length_s=st.integers(60, 3 * 86400),
+       every=st.sampled_from(["1m", "7m", "1h", "3h", "1d", "1mo"]),
+       agg=st.sampled_from(["mean", "min", "max", "sum", "count", "first", "last"]),
+       devices=st.sampled_from([None, ("kol",), ("lon", "adl")]))
+def test_rollup_queries_equal_raw(query_store: DuckDBStore, start_s: int, length_s: int,
+                                  every: str, agg: str, devices: tuple[str, ...] | None) -> None:
+    start = START + timedelta(seconds=start_s)
+    calendars = {"1d": (timedelta(days=1), "day"), "1mo": (timedelta(days=30), "month")}
+    width, calendar = calendars[every] if every in calendars else (parse_duration(every), None)
+    query = ReadingQuery("t", ("pm2_5",), start, start + timedelta(seconds=length_s),
+                         device_ids=devices, every=width, agg=agg,  # type: ignore[arg-type]
+                         calendar=calendar)  # type: ignore[arg-type]
+    grain = choose_grain(width, calendar, 0, query.start, query.end)
+    raw = query_store.readings(query)
+    rolled = query_store.readings(replace(query, rollup=grain))
+    assert rolled.select(["device_id", "metric", "ts", "count"]).equals(
+        raw.select(["device_id", "metric", "ts", "count"]))
+    for got, want in zip(rolled.column("value").to_pylist(), raw.column("value").to_pylist(),
+                         strict=True):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9)

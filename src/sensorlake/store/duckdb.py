@@ -165,7 +165,7 @@ class DuckDBStore:
         if not read_only:
             self._conn.execute(SCHEMA_SQL)
             if rollup_config is not None:
-                self._conn.execute(rollups.SCHEMA_SQL)
+                rollups.create_tables(self._conn)
         self._writer = self._conn.cursor()
 
     @contextlib.contextmanager

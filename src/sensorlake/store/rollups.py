@@ -54,6 +54,16 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (
     minute TIMESTAMPTZ NOT NULL);
 """
 
+def create_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the rollup tables; on a hot store that has readings but no rollups yet (an
+    upgrade), mark every stored minute dirty so the first refresh builds them."""
+    exists = conn.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'rollup_dirty'"
+                      ).fetchall()[0][0]
+    conn.execute(SCHEMA_SQL)
+    if not exists:
+        conn.execute(MARK_DIRTY.format(relation="readings"))
+
+
 MARK_DIRTY = """
 INSERT INTO rollup_dirty SELECT DISTINCT tenant, device_id, metric,
     time_bucket(INTERVAL 1 minute, ts) FROM {relation}
