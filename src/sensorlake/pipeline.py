@@ -124,7 +124,7 @@ class Worker:
         self._short_batch = False
         self._last_read = 0.0
         self._last_rollup = time.monotonic()
-        self._rollups_due = False
+        self._rollups_due = True  # marks left by a crash or an upgrade are refreshed first
 
     @property
     def cursor(self) -> int:
