@@ -459,6 +459,34 @@ class QualitySettings(Section):
     """Quality flags set by the quality stage (docs/metrics.md#quality-flags)."""
 
     enabled: bool = Field(True, description="Run the quality stage.")
+    expected: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Per metric [low, high]: values outside are flagged "
+        "OUT_OF_RANGE (overrides the built-in ranges; [-inf, inf] turns one off).")
+    stuck_count: int = Field(
+        10, ge=0, description="Identical consecutive values of a gauge that make the last one "
+        "STUCK (0 = off).")
+    stuck_counts: dict[str, int] = Field(
+        default_factory=dict, description="Per metric override of stuck_count (0 = off).")
+    spike_per_minute: dict[str, float] = Field(
+        default_factory=dict, description="Per metric |Δvalue| per minute above which a "
+        "reading is a SPIKE (overrides the built-in limits; 0 = off).")
+    spike_min_interval_seconds: float = Field(
+        60, gt=0, description="The rate of change is taken over at least this long, so jitter "
+        "between readings a second apart is not a spike.")
+    cadence_seconds: float = Field(
+        600, gt=0, description="A device's reporting interval when it has no `cadence` tag.")
+    gap_factor: float = Field(
+        3, gt=1, description="A reading after a silence longer than gap_factor × cadence "
+        "is flagged GAP.")
+    clock_ahead_seconds: float = Field(
+        60, ge=0, description="A reading stamped more than this after its arrival is "
+        "CLOCK_SUSPECT.")
+    clock_behind_days: float = Field(
+        30, gt=0, description="A reading stamped more than this before its arrival is "
+        "CLOCK_SUSPECT (edge backfill of hours or days is not).")
+    max_keys: int = Field(
+        1_000_000, gt=0, description="Most (tenant, device, metric) keys whose last reading "
+        "the stage remembers; the least recently updated are forgotten first.")
 
 
 class Settings(BaseSettings):

@@ -1,7 +1,7 @@
 """The pipeline, top to bottom: read -> decode -> stages -> sinks -> ack.
 
-    log.read ─▶ decode ─▶ validate ─▶ dedup ─▶ enrich ─▶ aqi ─▶ hot store (commit per batch)
-                                                            └─▶ pending lake span
+    log.read ─▶ decode ─▶ validate ─▶ dedup ─▶ enrich ─▶ quality ─▶ aqi ─▶ hot store (commit)
+                                                                      └─▶ pending lake span
     every lake_flush_seconds / lake_flush_rows:
         log.claim(span) ─▶ lake raw/ + readings/ files (create-if-absent, fsync) ─▶ log.ack(span)
 
@@ -30,7 +30,7 @@ from sensorlake.config import Settings
 from sensorlake.decode import decode
 from sensorlake.errors import TransientError
 from sensorlake.log.base import Log, LogBatch, Span
-from sensorlake.process.base import Batch, Context, Stage
+from sensorlake.process.base import Batch, Context, Stage, commit_stages, rollback_stages
 from sensorlake.process.stages import default_stages
 from sensorlake.store.base import HOT_SCHEMA, QUARANTINE_SCHEMA, HotStore, Lake, Quarantine
 
@@ -186,6 +186,7 @@ class Worker:
             .select(HOT_SCHEMA.names).cast(HOT_SCHEMA)
         clock = time.perf_counter()
         stored = self.hot.write(readings)
+        commit_stages(self.stages)
         clock = self.stats.timed("hot", clock, readings.num_rows)
         if batch.rejects.num_rows:
             self.quarantine.write(quarantine_rows(batch.rejects, entries.table))
@@ -217,6 +218,7 @@ class Worker:
         except TransientError:
             raise
         except Exception as exc:
+            rollback_stages(self.stages)
             table = entries.table
             if table.num_rows == 1:
                 log.exception("stages failed on %s", table.column("msg_id")[0])
@@ -267,6 +269,7 @@ class Worker:
     def _rewind(self) -> None:
         """After a failed batch, re-read from the last acknowledged offset."""
         self._pending = _Pending()
+        rollback_stages(self.stages)
         self._cursor = self.log.position(self.consumer)
         self.recover()
 
