@@ -11,6 +11,7 @@ from sensorlake.process.base import WORKING_SCHEMA, Batch
 
 T0 = 1_795_435_200_000_000  # 2026-11-23T12:00:00Z in µs
 S = 1_000_000
+DAY = 86_400
 
 
 def batch(rows: Iterable[tuple], tenant: str = "t1") -> Batch:
