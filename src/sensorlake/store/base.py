@@ -97,6 +97,17 @@ class ReadingQuery:
     """Leave out readings whose `quality` has any of these bits (0 = keep every reading)."""
     after: tuple[str, str, datetime] | None = None
     """Keyset paging: only rows after this (device_id, metric, ts) in the result order."""
+    require_quality: int = 0
+    """Keep only readings whose `quality` has any of these bits (0 = no such filter)."""
+    with_quality: bool = False
+    """Raw readings only (every is None): add each reading's `quality` column."""
+
+
+def series_schema(query: ReadingQuery) -> pa.Schema:
+    """SERIES_SCHEMA, plus `quality` (int16) for raw readings asked `with_quality`."""
+    if query.with_quality and query.every is None:
+        return SERIES_SCHEMA.append(pa.field("quality", pa.int16()))
+    return SERIES_SCHEMA
 
 
 @runtime_checkable

@@ -26,7 +26,13 @@ import pyarrow.compute as pc
 
 from sensorlake.errors import NotFound, QueryTimeout, SinkUnavailable
 from sensorlake.model import READING_SCHEMA
-from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, WINDOW_SCHEMA, ReadingQuery
+from sensorlake.store.base import (
+    LATEST_SCHEMA,
+    SERIES_SCHEMA,
+    WINDOW_SCHEMA,
+    ReadingQuery,
+    series_schema,
+)
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.memory import conform, dedupe_first
 from sensorlake.store.query import (
@@ -292,7 +298,7 @@ class DuckDBStore:
         sql, params = self._series(query)
         with self._cursor() as cur, _deadline(cur, timeout):
             table = cur.sql(sql, params=params).to_arrow_table()
-        return table.cast(SERIES_SCHEMA)
+        return table.cast(series_schema(query))
 
     def stream(self, query: ReadingQuery, batch_rows: int = 65_536,
                timeout: float | None = None) -> Iterator[pa.RecordBatch]:
@@ -302,8 +308,9 @@ class DuckDBStore:
         sql, params = self._series(query)
         with self._cursor() as cur, _deadline(cur, timeout):
             reader = cur.sql(sql, params=params).to_arrow_reader(batch_rows)
+            schema = series_schema(query)
             for batch in reader:
-                yield batch.cast(SERIES_SCHEMA)
+                yield batch.cast(schema)
 
     def latest(self, tenant: str, metrics: tuple[str, ...] | None = None,
                device_ids: tuple[str, ...] | None = None) -> pa.Table:

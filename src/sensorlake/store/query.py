@@ -120,10 +120,14 @@ def source_sql(query: ReadingQuery, parts: Sequence[Part],
         if query.exclude_quality:
             where.append(f"(quality & {d.param}) = 0")
             more.append(int(query.exclude_quality))
+        if query.require_quality:
+            where.append(f"(quality & {d.param}) <> 0")
+            more.append(int(query.require_quality))
         if query.after is not None and query.every is None:
             where.append(f"(device_id, metric, ts) > ({d.param}, {d.param}, {d.param})")
             more.extend(query.after)
-        selects.append(f"SELECT device_id, metric, ts, value FROM {part.relation} "
+        columns = "device_id, metric, ts, value" + (", quality" if query.with_quality else "")
+        selects.append(f"SELECT {columns} FROM {part.relation} "
                        f"WHERE {' AND '.join(where)}")
         params.extend(more)
     return "\nUNION ALL\n".join(selects), params
@@ -135,7 +139,8 @@ def series_sql(query: ReadingQuery, parts: Sequence[Part],
     src, params = source_sql(query, parts, d)
     if query.every is None:
         sql = (f"WITH src AS ({src})\n"
-               "SELECT device_id, metric, ts, value, CAST(1 AS BIGINT) AS count FROM src\n"
+               "SELECT device_id, metric, ts, value, CAST(1 AS BIGINT) AS count"
+               f"{', quality' if query.with_quality else ''} FROM src\n"
                f"ORDER BY device_id, metric, ts, value LIMIT {d.param}")
         return sql, [*params, query.limit]
     aggs = {

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import polars as pl
 import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Query
 from starlette.responses import Response
@@ -17,6 +18,7 @@ from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cu
 from sensorlake.derived.base import SERIES_COLUMNS
 from sensorlake.derived.serve import combine, derived_readings, split_metrics
 from sensorlake.errors import InputError, QueryTimeout
+from sensorlake.model import QUALITY_FLAGS
 from sensorlake.timeparse import format_duration
 
 __all__ = ["build_query", "router"]
@@ -88,6 +90,23 @@ def extra_columns(table: pa.Table) -> list[str]:
     return [c for c in table.column_names if c not in SERIES_COLUMNS.names]
 
 
+def flag_columns(plan: RangePlan, table: pa.Table) -> list[str]:
+    """`flags` (the names of the quality bits) when include=quality asked for them."""
+    return ["flags"] if plan.query.with_quality and "quality" in table.column_names else []
+
+
+def with_flag_names(data: pl.DataFrame, plan: RangePlan) -> pl.DataFrame:
+    """Adds `flags`: the names of each row's quality bits, lowest first (`[]` for none,
+    null where a derived series has no quality). Vectorized: one expression per bit."""
+    if not plan.query.with_quality or "quality" not in data.columns:
+        return data
+    quality = pl.col("quality").cast(pl.Int32)
+    names = pl.concat_list([
+        pl.when((quality & bit) != 0).then(pl.lit(name)).otherwise(pl.lit(None, pl.String))
+        for name, bit in QUALITY_FLAGS.items()]).list.drop_nulls()
+    return data.with_columns(flags=pl.when(quality.is_not_null()).then(names))
+
+
 def meta(plan: RangePlan, table: pa.Table) -> dict[str, Any]:
     query = plan.query
     truncated = table.num_rows >= query.limit
@@ -108,8 +127,9 @@ def device_readings(device_id: str, runtime: RuntimeDep, access: AccessDep,
     access.device(device_id, "read_readings")
     plan, table = run_range(runtime, access.tenant_id, (device_id,), params)
     columns = ["ts", "value", *(["metric"] if len(plan.query.metrics) > 1 else []),
-               *(["count"] if plan.query.every else []), *extra_columns(table)]
-    rows = iso_columns(frame(table).select(columns))
+               *(["count"] if plan.query.every else []), *extra_columns(table),
+               *flag_columns(plan, table)]
+    rows = iso_columns(with_flag_names(frame(table), plan).select(columns))
     return json_response({"meta": {"device": device_id, **meta(plan, table)},
                           "results": rows_json(rows)})
 
@@ -122,8 +142,8 @@ def readings(runtime: RuntimeDep, access: AccessDep, params: RangeDep,
     devices = requested_devices(access, device, "read_readings")
     plan, table = run_range(runtime, access.tenant_id, devices, params)
     columns = ["device_id", "metric", "ts", "value", *(["count"] if plan.query.every else []),
-               *extra_columns(table)]
-    rows = iso_columns(frame(table).select(columns))
+               *extra_columns(table), *flag_columns(plan, table)]
+    rows = iso_columns(with_flag_names(frame(table), plan).select(columns))
     return json_response({"meta": meta(plan, table), "results": rows_json(rows)})
 
 
