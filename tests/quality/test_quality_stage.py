@@ -204,7 +204,12 @@ def test_state_is_bounded(tmp_path):
     stage = QualityStage()
     run([(f"d{i:02d}", "pm10", i, 5.0) for i in range(25)], Context(settings), stage)
     assert stage.state.height == 9  # cut to 90 % of max_keys, newest kept
-    assert min(stage.state["device_id"].to_list()) == "d16"
+    assert min(stage.state["last_ts"].to_list()) == T0 + 16 * 1_000_000
+    stage.commit()
+    run([(f"e{i:02d}", "pm10", 100 + i, 5.0) for i in range(5)], Context(settings), stage)
+    stage.commit()
+    assert sorted(stage.state["last_ts"].to_list()) == [
+        T0 + t * 1_000_000 for t in (*range(21, 25), *range(100, 105))]
 
 
 def test_disabled_stage_leaves_quality_alone(tmp_path):

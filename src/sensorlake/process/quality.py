@@ -14,8 +14,8 @@ Bits (model.Quality; thresholds in process/quality_rules.py and `[quality]`):
 - CALIBRATED (enrich) and INTERPOLATED (a codec) pass through untouched.
 
 "Previous reading" spans batches: the stage keeps one row per (tenant, device, metric) key
-(last_ts, last_value, run) in a polars frame, seeded from the hot store's `latest` table
-(`Context.previous`) the first time a key is seen. A reading at or before its key's last ts
+(last_ts, last_value, run; process/quality_state.py), seeded from the hot store's `latest`
+table (`Context.previous`) the first time a key is seen. A reading at or before its key's last ts
 (late data, a redelivery) is compared within its own batch only and does not move the state
 back. The state advances in `pending` and becomes the base of the next batch; the worker
 calls `commit()` after the hot store committed and `rollback()` before processing a batch
@@ -24,6 +24,7 @@ again, so a retried batch is flagged exactly as the first attempt.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,20 +35,14 @@ import pyarrow.compute as pc
 from sensorlake.model import Quality
 from sensorlake.process.base import PREVIOUS_SCHEMA, Batch, Context, PreviousLookup
 from sensorlake.process.quality_rules import Rules, build_rules
+from sensorlake.process.quality_state import KeyState, KeyTable, key_hash
 
 if TYPE_CHECKING:
     from sensorlake.config import QualitySettings
     from sensorlake.store.base import HotStore
 
 KEY = ["tenant", "device_id", "metric"]
-STATE_SCHEMA = {"tenant": pl.String, "device_id": pl.String, "metric": pl.String,
-                "last_ts": pl.Int64, "last_value": pl.Float64, "run": pl.Int64}
-"""One row per key: the newest reading's ts (µs) and value, and its identical-value run."""
 _COLUMNS = ["tenant", "device_id", "metric", "ts", "value", "quality", "received_at"]
-
-
-def empty_state() -> pl.DataFrame:
-    return pl.DataFrame(schema=STATE_SCHEMA)
 
 
 class QualityStage:
@@ -56,35 +51,56 @@ class QualityStage:
     name = "quality"
 
     def __init__(self) -> None:
-        self._committed = empty_state()
-        self._pending: pl.DataFrame | None = None
+        self._keys = KeyState(max_keys=1_000_000)
         self._rules: Rules | None = None
-        self._rules_for: tuple[int, int] = (0, 0)
+        self._rules_for: tuple[object, object] = (None, None)
+        self._lock = threading.Lock()
+        """One batch at a time: a replay job may run the worker's stages beside the worker."""
 
     @property
     def state(self) -> pl.DataFrame:
-        """The key state the next batch is compared with."""
-        return self._pending if self._pending is not None else self._committed
+        """key, last_ts, last_value, run of every key, as the next batch sees them."""
+        with self._lock:
+            return self._keys.frame()
 
     def commit(self) -> None:
-        if self._pending is not None:
-            self._committed, self._pending = self._pending, None
+        with self._lock:
+            self._keys.commit()
 
     def rollback(self) -> None:
-        self._pending = None
+        with self._lock:
+            self._keys.rollback()
 
     def process(self, batch: Batch, ctx: Context) -> Batch:
         readings = batch.readings
         settings = ctx.settings.quality
         if not settings.enabled or readings.num_rows == 0:
             return batch
+        with self._lock:
+            self._keys.max_keys = settings.max_keys
+            return self._process(batch, ctx)
+
+    def _process(self, batch: Batch, ctx: Context) -> Batch:
+        readings = batch.readings
         frame = _sorted_frame(readings)
-        state = self.state
-        seeds = _seed(frame, state, ctx)
-        known = pl.concat([state, seeds]) if seeds.height else state
-        flagged, updates = flag(frame, known, self._rules_of(ctx), settings)
-        self._pending = _advance(state, pl.concat([seeds.join(
-            updates, on=KEY, how="anti"), updates]), settings.max_keys)
+        first = frame["first"].to_numpy()
+        keys = frame["key"].to_numpy()[first]  # unique, one per key in the batch
+        found, known = self._keys.lookup(keys)
+        seeds = _seed(frame.filter(pl.col("first")), found, ctx)
+        if len(seeds):
+            at, hit = seeds.find(keys)
+            found_seed = hit & ~found
+            for name in ("last_ts", "last_value", "run"):
+                getattr(known, name)[found_seed] = getattr(seeds, name)[at[found_seed]]
+            found = found | found_seed
+        group = np.cumsum(first) - 1  # each row's key, as a position in `keys`
+        frame = frame.with_columns(
+            pl.Series("known", found[group]), pl.Series("last_ts", known.last_ts[group]),
+            pl.Series("last_value", known.last_value[group]), pl.Series("run", known.run[group]),
+        ).with_columns(pl.when(pl.col("known")).then(pl.col(c)).alias(c)
+                       for c in ("last_ts", "last_value", "run"))
+        flagged, updates = flag(frame, self._rules_of(ctx), ctx.settings.quality)
+        self._keys.stage(seeds.upsert(updates) if len(seeds) else updates)
         quality = np.empty(readings.num_rows, np.int16)
         quality[flagged["_row"].to_numpy()] = flagged["quality"].to_numpy()
         index = readings.schema.get_field_index("quality")
@@ -93,42 +109,39 @@ class QualityStage:
 
     def _rules_of(self, ctx: Context) -> Rules:
         """Thresholds, rebuilt only when the settings or the registry snapshot change."""
-        marker = (id(ctx.settings), id(ctx.device_tags))
-        if self._rules is None or marker != self._rules_for:
+        settings, tags = self._rules_for
+        if self._rules is None or settings is not ctx.settings or tags is not ctx.device_tags:
+            marker = (ctx.settings, ctx.device_tags)
             self._rules, self._rules_for = build_rules(ctx.settings, ctx.device_tags), marker
         return self._rules
 
 
 def _sorted_frame(readings: pa.Table) -> pl.DataFrame:
-    """The columns the stage needs, ts and received_at in µs, `_row` (position in the
-    batch), sorted by key and ts, with `first` marking each key's first row.
-
-    Sorting integer codes (Arrow dictionary encoding + numpy lexsort) is four times faster
-    than polars sorting three string columns."""
-    codes = [pc.dictionary_encode(readings.column(c)).combine_chunks().indices.to_numpy(
-        zero_copy_only=False) for c in KEY]
-    ts = pc.cast(readings.column("ts"), pa.int64()).to_numpy()
-    order = np.lexsort((ts, codes[2], codes[1], codes[0]))
-    changed = np.zeros(len(order), bool)
-    changed[0] = True
-    for code in codes:
-        ordered = code[order]
-        changed[1:] |= ordered[1:] != ordered[:-1]
-    frame = pl.from_arrow(readings.select(_COLUMNS).take(pa.array(order)))
+    """The columns the stage needs (ts and received_at in µs), `key` (the key hash), `_row`
+    (position in the batch), sorted by key and ts, with `first` marking each key's first
+    row. Sorting two integer columns is much cheaper than sorting three string columns."""
+    frame = pl.from_arrow(readings.select(_COLUMNS))
     assert isinstance(frame, pl.DataFrame)
-    return frame.with_columns(
+    key = key_hash(frame)
+    ts = pc.cast(readings.column("ts"), pa.int64()).to_numpy()
+    order = np.lexsort((ts, key))
+    sorted_key = key[order]
+    first = np.empty(len(order), bool)
+    first[0] = True
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    return frame[order].with_columns(
         pl.col("ts").dt.epoch("us"), pl.col("received_at").dt.epoch("us"),
-        pl.Series("_row", order), pl.Series("first", changed))
+        pl.Series("key", sorted_key), pl.Series("_row", order), pl.Series("first", first))
 
 
-def flag(frame: pl.DataFrame, state: pl.DataFrame, rules: Rules,
-         q: QualitySettings) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(_row, quality) of every reading, and the new state rows of the keys that advanced.
+def flag(frame: pl.DataFrame, rules: Rules,
+         q: QualitySettings) -> tuple[pl.DataFrame, KeyTable]:
+    """(_row, quality) of every reading, and the new state of the keys that advanced.
 
-    `frame` (from `_sorted_frame`) is sorted by key and ts: _row, first, tenant, device_id,
-    metric, ts and received_at (µs), value, quality."""
-    frame = frame.join(state, on=KEY, how="left", maintain_order="left").join(
-        rules.metrics, on="metric", how="left", maintain_order="left")
+    `frame` is sorted by key and ts: _row, first, key, tenant, device_id, metric, ts and
+    received_at (µs), value, quality, and the key's state (last_ts, last_value, run; null
+    for a key never seen)."""
+    frame = frame.join(rules.metrics, on="metric", how="left", maintain_order="left")
     if rules.device_ranges.height:
         frame = frame.join(rules.device_ranges, on=KEY, how="left", maintain_order="left"
                            ).with_columns(pl.coalesce("dev_lo", "lo").alias("lo"),
@@ -175,8 +188,9 @@ def flag(frame: pl.DataFrame, state: pl.DataFrame, rules: Rules,
     frame = frame.with_columns((pl.col("quality").cast(pl.Int32) | bits).cast(pl.Int16)
                                .alias("quality"))
     last = pl.col("first").shift(-1).fill_null(True)
-    updates = frame.filter(last & pl.col("is_new")).select(
-        *KEY, pl.col("ts").alias("last_ts"), pl.col("value").alias("last_value"), "run")
+    advanced = frame.filter(last & pl.col("is_new"))
+    updates = KeyTable.of(advanced["key"].to_numpy(), advanced["ts"].to_numpy(),
+                          advanced["value"].to_numpy(), advanced["run"].to_numpy())
     return frame.select("_row", "quality"), updates
 
 
@@ -185,32 +199,21 @@ def _bit(condition: pl.Expr, bit: int) -> pl.Expr:
         pl.lit(0, pl.Int32))
 
 
-def _seed(frame: pl.DataFrame, state: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    """State rows for keys of the batch the stage has not seen, from the hot store."""
-    if ctx.previous is None:
-        return empty_state()
-    unseen = frame.select(KEY).unique().join(state.select(KEY), on=KEY, how="anti")
-    if unseen.height == 0:
-        return empty_state()
-    found = ctx.previous(unseen.to_arrow())
-    if found.num_rows == 0:
-        return empty_state()
-    rows = pl.from_arrow(found.select(PREVIOUS_SCHEMA.names))
-    assert isinstance(rows, pl.DataFrame)
-    return rows.select(*KEY, pl.col("ts").dt.epoch("us").alias("last_ts"),
-                       pl.col("value").cast(pl.Float64).alias("last_value"),
-                       pl.lit(1, pl.Int64).alias("run")).join(
-        unseen, on=KEY, how="semi").cast(STATE_SCHEMA)  # type: ignore[arg-type]
-
-
-def _advance(state: pl.DataFrame, fresh: pl.DataFrame, max_keys: int) -> pl.DataFrame:
-    """`state` with `fresh` upserted, cut to the `max_keys` most recently advanced keys."""
-    if fresh.height == 0:
-        return state
-    merged = pl.concat([state.join(fresh, on=KEY, how="anti"), fresh.cast(STATE_SCHEMA)])
-    if merged.height > max_keys:  # cut to 90 % so the trim is not paid on every batch
-        merged = merged.top_k(max(1, max_keys * 9 // 10), by="last_ts")
-    return merged
+def _seed(firsts: pl.DataFrame, found: np.ndarray, ctx: Context) -> KeyTable:
+    """The hot store's latest reading of the batch's keys the stage does not know (`firsts`:
+    one row per key of the batch, in key order; `found`: which are known)."""
+    if ctx.previous is None or found.all():
+        return KeyTable.empty()
+    unseen = firsts.filter(pl.Series(~found)).select(KEY)
+    rows = ctx.previous(unseen.to_arrow())
+    if rows.num_rows == 0:
+        return KeyTable.empty()
+    latest = pl.from_arrow(rows.select(PREVIOUS_SCHEMA.names))
+    assert isinstance(latest, pl.DataFrame)
+    latest = latest.join(unseen, on=KEY, how="semi").unique(KEY, keep="first")
+    return KeyTable.of(key_hash(latest), latest["ts"].dt.epoch("us").to_numpy(),
+                       latest["value"].cast(pl.Float64).to_numpy(),
+                       np.ones(latest.height, np.int64))
 
 
 def previous_from(hot: HotStore) -> PreviousLookup:
