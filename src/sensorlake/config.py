@@ -64,6 +64,10 @@ class WorkerSettings(Section):
         "is written (the log is acknowledged only then).")
     lake_flush_rows: int = Field(
         2_000_000, gt=0, description="Readings that trigger a lake flush before the time limit.")
+    lake_background: bool = Field(
+        True, description="Write lake files on a thread of their own while the worker goes on "
+        "with the next batches (one flush at a time; the log is still acknowledged only after "
+        "the files are durable).")
 
 
 class HotSettings(Section):
