@@ -82,12 +82,11 @@ def power_deltas(readings: pl.DataFrame, max_gap: timedelta) -> pl.DataFrame:
     """DELTA_COLUMNS from `power` readings (W): trapezoidal kWh, none across a long gap."""
     frame = _ordered(readings)
     prev = pl.col("value").shift(1).over("device_id")
-    seconds = (pl.col("ts") - pl.col("ts").shift(1).over("device_id")).dt.total_microseconds() \
-        / 1e6
-    too_long = seconds > max_gap.total_seconds()
+    micros = (pl.col("ts") - pl.col("ts").shift(1).over("device_id")).dt.total_microseconds()
+    too_long = micros > max_gap // ONE_US
     return frame.with_columns(
         delta=pl.when(prev.is_null() | too_long).then(None)
-        .otherwise((prev + pl.col("value")) / 2 * seconds / 3.6e6),
+        .otherwise((prev + pl.col("value")) * micros.cast(pl.Float64) / 7.2e12),  # W·µs → kWh
         status=pl.when(prev.is_null()).then(pl.lit("first"))
         .when(too_long).then(pl.lit("gap")).otherwise(pl.lit("ok")),
     ).select(DELTA_COLUMNS)

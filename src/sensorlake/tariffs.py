@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
-    model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sensorlake.errors import ConfigError, InputError
 from sensorlake.timeparse import parse_duration

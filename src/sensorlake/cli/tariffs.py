@@ -22,8 +22,14 @@ from sensorlake.cli.common import (
 )
 from sensorlake.derived.timezones import TZ_TAG, device_timezone, zone
 from sensorlake.errors import ConfigError, InputError
-from sensorlake.tariffs import DAY_NAMES, SITE_TAG, TariffBook, load_tariffs, price_expr, \
-    tariffs_path
+from sensorlake.tariffs import (
+    DAY_NAMES,
+    SITE_TAG,
+    TariffBook,
+    load_tariffs,
+    price_expr,
+    tariffs_path,
+)
 from sensorlake.timeparse import format_duration
 
 app = typer.Typer(help="Check tariffs (tariffs.yaml) and show their price schedules.",
@@ -67,7 +73,7 @@ def _tags_of(settings: Any, tenant: str, device: str) -> dict[str, str]:
 
     try:
         return dict(DeviceRegistry(open_catalog(settings)).get(tenant, device).tags)
-    except Exception:  # noqa: BLE001 - an unregistered device is resolved from the flags
+    except Exception:  # an unregistered device is resolved from the flags
         return {}
 
 
@@ -139,8 +145,9 @@ def check(
                    f"{monday.isoformat()}, {zone_name} local time")
             if fmt is OutputFormat.table:
                 if spec.demand:
+                    every = format_duration(spec.demand.interval)
                     console.print(f"  demand charge: {spec.demand.price_per_kw:g} {currency} "
-                                  f"per peak kW per month ({format_duration(spec.demand.interval)} average)")
+                                  f"per peak kW per month ({every} average)")
                 factor = book.co2e_of(name, settings.energy.grid_co2e_kg_per_kwh)
                 console.print(f"  grid factor: {factor:g} kg CO2e/kWh" if factor is not None
                               else "  grid factor: none (co2e stays empty)")
