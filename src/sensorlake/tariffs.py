@@ -196,7 +196,7 @@ class TariffBook(_Model):
                     problems.append(f"assign.{section}.{key}: unknown tariff '{tariff_name}' "
                                     f"(tariffs: {names})")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     def currency_of(self, name: str) -> str:
@@ -318,7 +318,7 @@ def parse_tariffs(text: str, source: str = "tariffs.yaml") -> TariffBook:
                              if error["type"] != "missing" else
                              f"{_location(error['loc'])}: required")
             else:
-                lines.extend(message.split("; "))
+                lines.extend(message.split("\n"))
         raise ConfigError(f"{source}: " + "\n  ".join(["invalid tariffs:", *lines])) from None
 
 
