@@ -145,7 +145,7 @@ def test_file_location_setting_then_data_dir(tmp_path: Path) -> None:
     other = tmp_path / "other.yaml"
     chosen = load_settings(data_dir=tmp_path, energy={"tariffs_file": other,
                                                       "grid_co2e_kg_per_kwh": 0.3})
-    with pytest.raises(ConfigError, match="other.yaml does not exist"):
+    with pytest.raises(ConfigError, match=r"other\.yaml does not exist"):
         Tariffs.from_settings(chosen)
     other.write_text("currency: GBP\ntariffs: {b: {price: 2}}")
     loaded = Tariffs.from_settings(chosen)
