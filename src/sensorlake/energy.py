@@ -48,8 +48,15 @@ DELTA_COLUMNS = ("device_id", "ts", "delta", "status")
 
 
 def _ordered(readings: pl.DataFrame) -> pl.DataFrame:
-    return readings.select("device_id", "ts", "value").drop_nulls("value").unique(
-        ["device_id", "ts"], keep="first").sort("device_id", "ts")
+    """One reading per (device, ts) in time order, with the previous reading of the same
+    device (`prev`, `prev_ts`; null on a device's first reading)."""
+    frame = readings.select("device_id", "ts", "value").drop_nulls("value").sort(
+        "device_id", "ts", maintain_order=True)
+    same = pl.col("device_id") == pl.col("device_id").shift(1)
+    frame = frame.filter(~(same & (pl.col("ts") == pl.col("ts").shift(1))).fill_null(False))
+    return frame.with_columns(
+        prev=pl.when(same).then(pl.col("value").shift(1)),
+        prev_ts=pl.when(same).then(pl.col("ts").shift(1)))
 
 
 def counter_deltas(readings: pl.DataFrame, max_gap: timedelta,
@@ -58,8 +65,7 @@ def counter_deltas(readings: pl.DataFrame, max_gap: timedelta,
                    modulus_kwh: float = LPP_MODULUS_KWH) -> pl.DataFrame:
     """DELTA_COLUMNS from `energy` readings (device_id, ts, value in kWh)."""
     frame = _ordered(readings)
-    prev = pl.col("value").shift(1).over("device_id")
-    prev_ts = pl.col("ts").shift(1).over("device_id")
+    prev, prev_ts = pl.col("prev"), pl.col("prev_ts")
     drop = prev - pl.col("value")
     rollover = ((prev >= (1 - ROLLOVER_BAND) * max_kwh)
                 & (pl.col("value") <= ROLLOVER_BAND * max_kwh))
@@ -81,8 +87,8 @@ def counter_deltas(readings: pl.DataFrame, max_gap: timedelta,
 def power_deltas(readings: pl.DataFrame, max_gap: timedelta) -> pl.DataFrame:
     """DELTA_COLUMNS from `power` readings (W): trapezoidal kWh, none across a long gap."""
     frame = _ordered(readings)
-    prev = pl.col("value").shift(1).over("device_id")
-    micros = (pl.col("ts") - pl.col("ts").shift(1).over("device_id")).dt.total_microseconds()
+    prev = pl.col("prev")
+    micros = (pl.col("ts") - pl.col("prev_ts")).dt.total_microseconds()
     too_long = micros > max_gap // ONE_US
     return frame.with_columns(
         delta=pl.when(prev.is_null() | too_long).then(None)

@@ -62,3 +62,20 @@ def test_help_explains_the_command() -> None:
     result = runner.invoke(app, ["tariffs", "check", "--help"], env={"COLUMNS": "160"})
     assert result.exit_code == 0
     assert "Validate a tariffs file" in result.output and "--week" in result.output
+
+
+def test_check_reads_a_registered_devices_site_and_zone(tmp_path: Path) -> None:
+    from sensorlake.config import load_settings
+    from sensorlake.registry import Device, DeviceRegistry
+    from sensorlake.runtime import open_catalog
+
+    data = tmp_path / "data"
+    data.mkdir()
+    registry = DeviceRegistry(open_catalog(load_settings(data_dir=data)))
+    registry.add(Device(id="meter-9", tenant="acme", tags={"site": "depot-north",
+                                                          "tz": "Asia/Tokyo"}))
+    result = runner.invoke(app, ["tariffs", "check", str(EXAMPLE), "--device", "meter-9",
+                                 "--tenant", "acme", "--data-dir", str(data), "--week",
+                                 "2026-07-15"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "tariff 'home-economy7'" in result.output and "Asia/Tokyo" in result.output
