@@ -111,3 +111,17 @@ def test_per_reading_deltas_and_stored_metrics_together(
     assert [r["value"] for r in deltas] == [1.0, 1.0, 1.0]
     assert [r["ts"] for r in deltas] == [iso(START + timedelta(hours=h)) for h in (1, 2, 3)]
     assert len(stored) == 3
+
+
+def test_a_broken_tariffs_file_answers_what_to_fix(tmp_path: Path,
+                                                   api: tuple[TestClient, dict[str, str]]
+                                                   ) -> None:
+    client, headers = api
+    (tmp_path / "data" / "tariffs.yaml").write_text("tariffs: {home: {price: cheap}}")
+    response = client.get("/api/v1/devices/m1/readings", headers=headers, params={
+        "metric": "cost", "from": iso(START), "to": iso(START + timedelta(hours=3))})
+    assert response.status_code == 422
+    assert "tariff 'home', field price" in response.text
+    energy = client.get("/api/v1/devices/m1/readings", headers=headers, params={
+        "metric": "energy_delta", "from": iso(START), "to": iso(START + timedelta(hours=3))})
+    assert energy.status_code == 200  # energy does not need tariffs

@@ -17,12 +17,22 @@ import pyarrow as pa
 
 from sensorlake.derived.base import SERIES_COLUMNS, DerivedRequest, DerivedSeries, register
 from sensorlake.energy import ONE_US, bucket_sums, demand_peaks, device_deltas, in_range
+from sensorlake.errors import ConfigError, InputError
 from sensorlake.model import TS_TYPE
 from sensorlake.store.base import ReadingQuery
 from sensorlake.tariffs import Tariffs, prices
 
 INPUTS = ("energy", "power")
 READ_LIMIT = 1_000_000_000
+
+
+def tariffs_of(request: DerivedRequest) -> Tariffs:
+    """The tariffs in force; a broken file is an InputError (HTTP 422) with its message, so
+    the caller reads what to fix instead of a bare 500."""
+    try:
+        return Tariffs.from_settings(request.settings)
+    except ConfigError as exc:
+        raise InputError(f"cannot price energy: {exc}") from None
 
 
 def zones_of(request: DerivedRequest) -> dict[str, str]:
@@ -85,7 +95,7 @@ def energy_delta(request: DerivedRequest) -> pa.Table:
 
 
 def cost(request: DerivedRequest) -> pa.Table:
-    tariffs = Tariffs.from_settings(request.settings)
+    tariffs = tariffs_of(request)
     frame = with_tariffs(request, read_deltas(request, request.start, request.end), tariffs)
     if tariffs.book is not None and not frame.is_empty():
         moments = frame.select(pl.col("ts") - ONE_US, "tz", "tariff")
@@ -101,7 +111,7 @@ def cost(request: DerivedRequest) -> pa.Table:
 
 
 def co2e(request: DerivedRequest) -> pa.Table:
-    tariffs = Tariffs.from_settings(request.settings)
+    tariffs = tariffs_of(request)
     frame = with_tariffs(request, read_deltas(request, request.start, request.end), tariffs)
     frame = frame.with_columns(
         (pl.col("delta") * pl.col("factor")).alias("co2e"),
@@ -128,7 +138,7 @@ def demand_charge(request: DerivedRequest) -> pa.Table:
     start, possibly before `from`): value = peak kW × price_per_kw."""
     extras = {"peak_kw": pa.float64(), "peak_ts": TS_TYPE, "currency": pa.string(),
               "status": pa.string()}
-    tariffs = Tariffs.from_settings(request.settings)
+    tariffs = tariffs_of(request)
     book = tariffs.book
     if book is None:
         return series_table(pl.DataFrame(), "demand_charge", extras)
