@@ -140,3 +140,17 @@ def test_deltas_sum_to_last_minus_first_without_resets(steps: list[float],
     deltas = counter_deltas(frame(values, T0, timedelta(minutes=10)), GAP)
     assert deltas["delta"].sum() == pytest.approx(values[-1] - values[0], abs=1e-6)
     assert set(deltas["status"].to_list()) <= {"first", "ok"}
+
+
+def test_a_missing_hour_of_power_stays_missing() -> None:
+    """1 kW every 15 min; 10:15-11:00 never came: the 75 minutes 10:00-11:15 get no energy."""
+    quarter = timedelta(minutes=15)
+    readings = frame([1000.0] * 97, T0, quarter, skip=(41, 42, 43, 44))
+    deltas = in_range(power_deltas(readings, GAP), T0, T0 + timedelta(days=1))
+    hourly = bucket_sums(deltas, HOUR, {"m": "UTC"})
+    at = {ts: (value, status) for ts, value, status in hourly.select("ts", "value", "status")
+          .iter_rows()}
+    assert T0 + 10 * HOUR not in at                   # nothing ends in 10:00-11:00
+    assert at[T0 + 11 * HOUR] == (pytest.approx(0.75), "gap")
+    assert at[T0 + 9 * HOUR] == (pytest.approx(1.0), "ok")
+    assert hourly["value"].sum() == pytest.approx(24 - 1.25)
