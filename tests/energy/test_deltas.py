@@ -154,3 +154,19 @@ def test_a_missing_hour_of_power_stays_missing() -> None:
     assert at[T0 + 11 * HOUR] == (pytest.approx(0.75), "gap")
     assert at[T0 + 9 * HOUR] == (pytest.approx(1.0), "ok")
     assert hourly["value"].sum() == pytest.approx(24 - 1.25)
+
+
+def test_demand_months_are_local_calendar_months() -> None:
+    """The 6 kW quarter at 23:30 UTC on 30 June is 00:30 BST on 1 July: July's peak."""
+    quarter = timedelta(minutes=15)
+    start = datetime(2026, 6, 30, 22, 0, tzinfo=UTC)
+    values = [0.0]
+    for i in range(12):
+        values.append(values[-1] + (1.5 if i == 6 else 0.5))  # interval (23:30, 23:45]
+    deltas = counter_deltas(frame(values, start, quarter), GAP)
+    local = demand_peaks(deltas, quarter, LONDON)
+    assert local["month"].to_list() == [datetime(2026, 5, 31, 23, tzinfo=UTC),
+                                        datetime(2026, 6, 30, 23, tzinfo=UTC)]
+    assert local["peak_kw"].to_list() == pytest.approx([2.0, 6.0])
+    in_utc = demand_peaks(deltas, quarter, {"m": "UTC"})
+    assert in_utc["peak_kw"].to_list() == pytest.approx([6.0, 2.0])

@@ -20,7 +20,7 @@ from sensorlake.energy import ONE_US, bucket_sums, demand_peaks, device_deltas, 
 from sensorlake.errors import ConfigError, InputError
 from sensorlake.model import TS_TYPE
 from sensorlake.store.base import ReadingQuery
-from sensorlake.tariffs import Tariffs, prices
+from sensorlake.tariffs import Demand, TariffBook, Tariffs, prices
 
 INPUTS = ("energy", "power")
 READ_LIMIT = 1_000_000_000
@@ -133,45 +133,50 @@ def month_bounds(instant: datetime, zones: set[str], after: bool) -> datetime:
     return max(edges) if after else min(edges)
 
 
+def demand_terms(request: DerivedRequest, book: TariffBook) -> dict[str, tuple[Demand, str]]:
+    """(demand terms, currency) of each device whose tariff has a demand charge."""
+    terms = {}
+    for device in request.device_ids:
+        name = book.tariff_for(request.tenant, device, request.tags_of(device))
+        demand = book.tariffs[name].demand if name else None
+        if name and demand is not None:
+            terms[device] = (demand, book.currency_of(name))
+    return terms
+
+
+def with_month_end(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add `month_end`: the UTC instant the local month starting at `month` ends."""
+    parts = [part.with_columns(pl.col("month").dt.convert_time_zone(str(tz)).dt.offset_by("1mo")
+                               .dt.convert_time_zone("UTC").alias("month_end"))
+             for (tz,), part in frame.partition_by("tz", as_dict=True,
+                                                   maintain_order=True).items()]
+    return pl.concat(parts) if parts else frame.with_columns(month_end=pl.col("month"))
+
+
 def demand_charge(request: DerivedRequest) -> pa.Table:
     """One row per device and local calendar month overlapping the range (ts = the month's
     start, possibly before `from`): value = peak kW × price_per_kw."""
     extras = {"peak_kw": pa.float64(), "peak_ts": TS_TYPE, "currency": pa.string(),
               "status": pa.string()}
-    tariffs = tariffs_of(request)
-    book = tariffs.book
-    if book is None:
+    book = tariffs_of(request).book
+    terms = demand_terms(request, book) if book else {}
+    if not terms:
         return series_table(pl.DataFrame(), "demand_charge", extras)
-    demand = {}
-    for device in request.device_ids:
-        name = book.tariff_for(request.tenant, device, request.tags_of(device))
-        if name and book.tariffs[name].demand is not None:
-            demand[device] = name
-    zones = {d: request.timezone_of(d) for d in demand}
-    if not demand:
-        return series_table(pl.DataFrame(), "demand_charge", extras)
+    zones = {d: request.timezone_of(d) for d in terms}
     start = month_bounds(request.start, set(zones.values()), after=False)
     end = month_bounds(request.end, set(zones.values()), after=True)
-    deltas = read_deltas(request, start, end).filter(pl.col("device_id").is_in(list(demand)))
-    rows = []
-    for interval in {book.tariffs[n].demand.interval for n in demand.values()}:  # type: ignore[union-attr]
-        devices = [d for d, n in demand.items() if book.tariffs[n].demand.interval == interval]  # type: ignore[union-attr]
-        rows.append(demand_peaks(deltas.filter(pl.col("device_id").is_in(devices)), interval,
-                                 zones))
-    peaks = pl.concat(rows)
-    terms = pl.DataFrame({
-        "device_id": list(demand),
-        "rate": [book.tariffs[n].demand.price_per_kw for n in demand.values()],  # type: ignore[union-attr]
-        "currency": [book.currency_of(n) for n in demand.values()],
-        "tz": list(zones.values())})
-    frame = peaks.join(terms, on="device_id")
-    ends = []
-    for (tz,), part in frame.partition_by("tz", as_dict=True, maintain_order=True).items():
-        ends.append(part.with_columns(pl.col("month").dt.convert_time_zone(str(tz))
-                                      .dt.offset_by("1mo").dt.convert_time_zone("UTC")
-                                      .alias("month_end")))
+    deltas = read_deltas(request, start, end)
+    peaks = []
+    for interval in {demand.interval for demand, _ in terms.values()}:
+        devices = [d for d, (demand, _) in terms.items() if demand.interval == interval]
+        peaks.append(demand_peaks(deltas.filter(pl.col("device_id").is_in(devices)),
+                                  interval, zones))
+    rates = pl.DataFrame({"device_id": list(terms),
+                          "rate": [demand.price_per_kw for demand, _ in terms.values()],
+                          "currency": [currency for _, currency in terms.values()],
+                          "tz": [zones[d] for d in terms]})
     now = datetime.now(UTC)
-    frame = (pl.concat(ends) if ends else frame.with_columns(month_end=pl.col("month"))).filter(
+    frame = with_month_end(pl.concat(peaks).join(rates, on="device_id")).filter(
         (pl.col("month") < request.end) & (pl.col("month_end") > request.start)).with_columns(
         (pl.col("peak_kw") * pl.col("rate")).alias("value"), pl.col("month").alias("ts"),
         pl.when(pl.col("month_end") > now).then(pl.lit("open")).otherwise(pl.lit("final"))
