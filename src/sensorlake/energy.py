@@ -42,7 +42,6 @@ STATUS_RANK = {"ok": 0, "first": 1, "jitter": 2, "rollover": 3, "reset": 4, "gap
                "no_tariff": 6, "no_factor": 7}
 """A bucket's status is its most notable reading's: no_factor > no_tariff > gap > reset >
 rollover > jitter > first > ok."""
-STATUSES = tuple(STATUS_RANK)
 
 DELTA_COLUMNS = ("device_id", "ts", "delta", "status")
 
