@@ -457,6 +457,16 @@ class EnergySettings(Section):
 
     tariffs_file: Path | None = Field(
         None, description="tariffs.yaml (default: <data_dir>/tariffs.yaml when present).")
+    grid_co2e_kg_per_kwh: float | None = Field(
+        None, ge=0, description="Grid CO2e factor (kg/kWh) of tariffs and files that set none.")
+    max_gap_seconds: float = Field(
+        3900, gt=0, description="Longest interval between two readings that is not a gap: "
+        "power is not integrated across a longer one, a counter delta across it is flagged.")
+    counter_jitter_kwh: float = Field(
+        0.01, ge=0, description="A counter drop this small is noise (delta 0), not a reset.")
+    lookback_hours: float = Field(
+        48, gt=0, description="History read before a range to find each device's previous "
+        "reading.")
 
 
 class QualitySettings(Section):
