@@ -125,3 +125,20 @@ def test_a_broken_tariffs_file_answers_what_to_fix(tmp_path: Path,
     energy = client.get("/api/v1/devices/m1/readings", headers=headers, params={
         "metric": "energy_delta", "from": iso(START), "to": iso(START + timedelta(hours=3))})
     assert energy.status_code == 200  # energy does not need tariffs
+
+
+def test_a_wrong_tz_tag_is_422_naming_the_device(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    runtime = Runtime(settings)
+    runtime.registry.upsert([Device(id="m9", tenant="t", tags={"tz": "Mars/Olympus"})])
+    token, _ = runtime.tokens.create(Role.OWNER, "t")
+    runtime.auth.authorizer.refresh()
+    try:
+        with TestClient(create_app(runtime)) as client:
+            got = client.get("/api/v1/devices/m9/readings",
+                             params={"metric": "energy_delta", "from": "-1d", "every": "1h"},
+                             headers={"Authorization": f"Bearer {token}"})
+        assert got.status_code == 422
+        assert "device 'm9'" in got.text and "Mars/Olympus" in got.text
+    finally:
+        runtime.close()

@@ -16,7 +16,7 @@ from sensorlake.api.encode import frame, iso_columns, rows_json
 from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cursor, plan_range
 from sensorlake.derived.base import SERIES_COLUMNS
 from sensorlake.derived.serve import combine, derived_readings, split_metrics
-from sensorlake.errors import InputError, QueryTimeout
+from sensorlake.errors import ConfigError, InputError, QueryTimeout
 from sensorlake.timeparse import format_duration
 
 __all__ = ["build_query", "router"]
@@ -64,7 +64,7 @@ def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
         plan = plan_range(tenant, devices, params, settings.max_points, settings.auto_points,
                           count)
         table = read_plan(runtime, plan, settings.query_timeout_seconds)
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         raise HTTPException(422, str(exc)) from None
     except QueryTimeout as exc:
         raise HTTPException(504, str(exc)) from None
