@@ -108,7 +108,8 @@ def hourly_grid(hourly: pl.DataFrame, start: datetime, hours: int) -> HourlyGrid
     for pollutant in POLLUTANTS:
         part = indexed.filter(pl.col("metric") == pollutant)
         matrix = np.full((len(devices), hours), np.nan)
-        matrix[part["row"].to_numpy(), part["col"].to_numpy()] = part["value"].to_numpy()
+        rows, cols = (part[c].to_numpy().astype(np.int64) for c in ("row", "col"))
+        matrix[rows, cols] = part["value"].to_numpy()
         values[pollutant] = matrix
     return HourlyGrid(devices, start, hours, values)
 
