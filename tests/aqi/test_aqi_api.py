@@ -11,11 +11,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from world import World  # noqa: E402  (the API tests' two-tenant world)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))  # the API tests' World
+from world import World
 
-from sensorlake.model import READING_SCHEMA, Quality  # noqa: E402
-from sensorlake.registry import Device  # noqa: E402
+from sensorlake.model import READING_SCHEMA, Quality
+from sensorlake.registry import Device
 
 EPA_EXAMPLE = [50, 80, 75, 90, 82, 53, 64, 74, 21, 10, 16, 13]
 LAST = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
