@@ -13,8 +13,8 @@ of both sums while the others keep their exponent. At least 2 of c1, c2, c3 must
 else the NowCast is missing. The NowCast is computed from the raw hourly means; truncation
 (PM2.5 to 0.1, PM10 to 1 µg/m³) happens in the AQI lookup (`sensorlake.aqi`).
 
-Everything is numpy on blocks of sliding windows (about a million windows a block), no
-Python per hour.
+Everything is numpy over the lagged views of the matrix (12 or 24 shifted views, a block of
+rows at a time), no Python per hour or per window.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 NOWCAST_HOURS = 12
 NOWCAST_MIN_WEIGHT = 0.5
@@ -33,13 +32,13 @@ RECENT_HOURS, RECENT_MIN_VALID = 3, 2
 RUNNING_HOURS = 24
 
 Floats = npt.NDArray[np.float64]
-_BLOCK = 1 << 20
-"""Windows per numpy block: bounds the memory of a (block, window) copy to ~100 MB."""
+_BLOCK = 1 << 21
+"""Matrix elements per block: bounds each temporary to ~16 MB."""
 
 
 def nowcast(hourly: Floats) -> Floats:
     """NowCast concentration at every hour of every row; NaN where it is not valid."""
-    return _rolling(hourly, NOWCAST_HOURS, _nowcast_windows)
+    return _by_rows(hourly, NOWCAST_HOURS, _nowcast_lags)
 
 
 def valid_hours(hourly: Floats, hours: int) -> npt.NDArray[np.int64]:
@@ -47,7 +46,8 @@ def valid_hours(hourly: Floats, hours: int) -> npt.NDArray[np.int64]:
     valid = np.isfinite(_matrix(hourly)).astype(np.int64)
     total = np.cumsum(valid, axis=1)
     shifted = np.zeros_like(total)
-    shifted[:, hours:] = total[:, :-hours] if hours < total.shape[1] else 0
+    if hours < total.shape[1]:
+        shifted[:, hours:] = total[:, :-hours]
     return total - shifted
 
 
@@ -57,29 +57,39 @@ def running_mean(hourly: Floats, min_hours: int, hours: int = RUNNING_HOURS) -> 
     if not 1 <= min_hours <= hours:
         raise ValueError(f"min_hours must be between 1 and {hours}, got {min_hours}")
 
-    def mean(windows: Floats) -> Floats:
-        valid = np.isfinite(windows)
-        count = valid.sum(axis=1)
-        total = np.where(valid, windows, 0.0).sum(axis=1)
+    def mean(lags: list[Floats]) -> Floats:
+        total = np.zeros_like(lags[0])
+        count = np.zeros(lags[0].shape, dtype=np.int64)
+        for lag in lags:
+            valid = np.isfinite(lag)
+            total += np.where(valid, lag, 0.0)
+            count += valid
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count >= min_hours, total / count, np.nan)
 
-    return _rolling(hourly, hours, mean)
+    return _by_rows(hourly, hours, mean)
 
 
-def _nowcast_windows(windows: Floats) -> Floats:
-    """NowCast of (n, 12) windows, oldest hour first (as sliding_window_view gives them)."""
-    c = windows[:, ::-1]  # c[:, 0] is c1, the most recent hour
-    valid = np.isfinite(c)
-    enough = valid[:, :RECENT_HOURS].sum(axis=1) >= RECENT_MIN_VALID
-    c_max = np.where(valid, c, -np.inf).max(axis=1)
-    c_min = np.where(valid, c, np.inf).min(axis=1)
+def _nowcast_lags(lags: list[Floats]) -> Floats:
+    """NowCast from the lagged matrices: lags[0] is c1 (the hour itself), lags[11] is c12."""
+    c_max = np.full(lags[0].shape, -np.inf)
+    c_min = np.full(lags[0].shape, np.inf)
+    for lag in lags:
+        np.fmax(c_max, lag, out=c_max)  # fmax/fmin skip NaN
+        np.fmin(c_min, lag, out=c_min)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(c_max > 0, c_min / c_max, 1.0)  # all zero: every hour weighs 1
-        weight = np.maximum(ratio, NOWCAST_MIN_WEIGHT)
-        powers = np.where(valid, weight[:, None] ** np.arange(c.shape[1]), 0.0)
-        value = (powers * np.where(valid, c, 0.0)).sum(axis=1) / powers.sum(axis=1)
-    return np.where(enough, value, np.nan)
+        weight = np.maximum(np.where(c_max > 0, c_min / c_max, 1.0), NOWCAST_MIN_WEIGHT)
+        numerator = np.zeros_like(weight)
+        denominator = np.zeros_like(weight)
+        power = np.ones_like(weight)  # w^(i-1)
+        for lag in lags:
+            valid = np.isfinite(lag)
+            numerator += np.where(valid, power * lag, 0.0)
+            denominator += np.where(valid, power, 0.0)
+            power *= weight
+        value = numerator / denominator
+    recent = sum(np.isfinite(lag).astype(np.int8) for lag in lags[:RECENT_HOURS])
+    return np.where(recent >= RECENT_MIN_VALID, value, np.nan)
 
 
 def _matrix(hourly: Floats) -> Floats:
@@ -90,21 +100,18 @@ def _matrix(hourly: Floats) -> Floats:
     return values
 
 
-def _rolling(hourly: Floats, size: int, reduce: Callable[[Floats], Floats]) -> Floats:
-    """`reduce` over every trailing window of `size` columns, in blocks of ~_BLOCK windows."""
+def _by_rows(hourly: Floats, size: int, reduce: Callable[[list[Floats]], Floats]) -> Floats:
+    """`reduce` over the `size` lagged views (lag 0 = the hour itself) of the matrix, a block
+    of rows at a time so the temporaries stay near _BLOCK elements."""
     values = _matrix(hourly)
     rows, hours = values.shape
     out = np.full((rows, hours), np.nan)
     if rows == 0 or hours == 0:
         return out
-    padded = np.concatenate([np.full((rows, size - 1), np.nan), values], axis=1)
-    windows = sliding_window_view(padded, size, axis=1)  # (rows, hours, size), a view
-    cols = max(1, min(hours, _BLOCK // max(rows, 1)))
-    row_block = max(1, _BLOCK // cols)
-    for r0 in range(0, rows, row_block):
-        for c0 in range(0, hours, cols):
-            block = windows[r0:r0 + row_block, c0:c0 + cols]
-            shape = block.shape[:2]
-            out[r0:r0 + row_block, c0:c0 + cols] = reduce(
-                block.reshape(-1, size)).reshape(shape)
+    step = max(1, _BLOCK // hours)
+    for r0 in range(0, rows, step):
+        block = values[r0:r0 + step]
+        padded = np.concatenate([np.full((block.shape[0], size - 1), np.nan), block], axis=1)
+        lags = [padded[:, size - 1 - k: size - 1 - k + hours] for k in range(size)]
+        out[r0:r0 + step] = reduce(lags)
     return out
