@@ -201,6 +201,28 @@ def _floats(concentration: ArrayLike) -> npt.NDArray[np.float64]:
     return values
 
 
+def us_epa_aqi_floats(pollutant: str,
+                     concentration: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """`us_epa_aqi` of a float array as floats, NaN where the input is NaN or negative (no
+    Arrow round trip: the derived series' hot path)."""
+    return _floats_out(_us_values, _check(pollutant), concentration)
+
+
+def uk_daqi_floats(pollutant: str,
+                   concentration: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """`uk_daqi` of a float array as floats, NaN where the input is NaN or negative."""
+    return _floats_out(_uk_values, _check(pollutant), concentration)
+
+
+def _floats_out(core: Any, pollutant: str,
+                concentration: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    values = np.asarray(concentration, dtype=np.float64)
+    valid = np.isfinite(values) & (values >= 0)
+    out = np.full(values.shape, np.nan)
+    out[valid] = core(pollutant, values[valid])
+    return out
+
+
 def us_epa_truncate(pollutant: str,
                     concentration: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Concentrations truncated as the EPA lookup does (PM2.5 to 0.1, PM10 to 1); NaN stays."""

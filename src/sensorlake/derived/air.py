@@ -22,7 +22,13 @@ import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
-from sensorlake.aqi import uk_daqi, uk_daqi_bands, us_epa_aqi, us_epa_categories, us_epa_truncate
+from sensorlake.aqi import (
+    uk_daqi_bands,
+    uk_daqi_floats,
+    us_epa_aqi_floats,
+    us_epa_categories,
+    us_epa_truncate,
+)
 from sensorlake.aqi_daily import daily_means, local_days, needed_hours
 from sensorlake.aqi_nowcast import (
     NOWCAST_HOURS,
@@ -124,7 +130,7 @@ def nowcast_series(request: DerivedRequest) -> pa.Table:
     index, used, extra = {}, {}, {}
     for pollutant, values in grid.values.items():
         concentration = nowcast(values)[:, lookback:].ravel()
-        index[pollutant] = _float(us_epa_aqi(pollutant, concentration))
+        index[pollutant] = us_epa_aqi_floats(pollutant, concentration)
         used[pollutant] = valid_hours(values, NOWCAST_HOURS)[:, lookback:].ravel()
         extra[f"{pollutant}_nowcast"] = us_epa_truncate(pollutant, concentration)
     hours = grid.hours - lookback
@@ -142,7 +148,7 @@ def daqi_series(request: DerivedRequest) -> pa.Table:
     index, used, extra = {}, {}, {}
     for pollutant, values in grid.values.items():
         mean = running_mean(values, need)[:, lookback:].ravel()
-        index[pollutant] = _float(uk_daqi(pollutant, mean))
+        index[pollutant] = uk_daqi_floats(pollutant, mean)
         used[pollutant] = valid_hours(values, RUNNING_HOURS)[:, lookback:].ravel()
         extra[f"{pollutant}_24h"] = mean
     hours = grid.hours - lookback
@@ -165,7 +171,7 @@ def daily_series(request: DerivedRequest) -> pa.Table:
         part = keys.join(means.filter(pl.col("metric") == pollutant), on=["device_id", "ts"],
                          how="left", maintain_order="left")
         mean = part["mean"].fill_null(np.nan).to_numpy().astype(np.float64)
-        index[pollutant] = _float(us_epa_aqi(pollutant, mean))
+        index[pollutant] = us_epa_aqi_floats(pollutant, mean)
         used[pollutant] = part["hours"].fill_null(0).to_numpy()
         extra[f"{pollutant}_24h"] = us_epa_truncate(pollutant, mean)
     return _table("aqi_us_daily", keys["device_id"].to_arrow(),
@@ -187,10 +193,6 @@ def _labels_of(devices: list[str], first: datetime, hours: int) -> tuple[pa.Arra
                                                                           pa.string()))
     ts = np.tile(_us(first) + np.arange(hours, dtype=np.int64) * HOUR_US, len(devices))
     return device_id.cast(pa.string()), pa.array(ts, pa.int64()).cast(TS_TYPE)
-
-
-def _float(index: pa.Array) -> Floats:
-    return index.to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 def _table(name: str, device_id: pa.Array, ts: pa.Array, index: dict[str, Floats],
