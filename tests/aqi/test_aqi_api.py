@@ -72,7 +72,9 @@ def test_nowcast_through_the_device_readings_route(world: World) -> None:
         assert rows[iso(hour)]["category"] is None and rows[iso(hour)]["colour"] is None
     second = rows[iso(FIRST + timedelta(hours=1))]  # two hours: 80 and 50, w = 0.625
     assert second["status"] == "ok"
-    assert second["pm2_5_nowcast"] == 68.4  # (80 + 0.625 x 50) / 1.625 = 68.46
+    assert (second["value"], second["count"], second["category"], second["colour"],
+            second["pm2_5_nowcast"]) == (160.0, 2, "Unhealthy", "#FF0000", 68.4)
+    assert rows[iso(FIRST)]["count"] == 1  # the docs' example response
 
 
 def test_daqi_and_stored_metrics_through_the_readings_route(world: World) -> None:
