@@ -156,3 +156,17 @@ def test_empty_requests() -> None:
         table = compute(request(store, [], T0, T0 + HOUR))
         assert table.num_rows == 0 and table.schema.names[:5] == SERIES_COLUMNS.names
     assert store.queries == []
+
+
+def test_present_hours_rule() -> None:
+    import polars as pl
+
+    from sensorlake.derived.air import present_hours
+    frame = pl.DataFrame(hourly("d", "pm2_5", [1.0] * 5, count=12)
+                         + hourly("d", "pm2_5", [2.0, 3.0], start=T0 + 5 * HOUR, count=9)
+                         + hourly("d", "pm2_5", [4.0], start=T0 + 7 * HOUR, count=8)
+                         + hourly("h", "pm10", [5.0, None, 6.0], count=1))
+    kept = present_hours(frame, 0.75)  # usual 12 an hour: 9 is enough, 8 is not
+    assert kept.filter(pl.col("device_id") == "d")["value"].to_list() == [1.0] * 5 + [2.0, 3.0]
+    assert kept.filter(pl.col("device_id") == "h")["value"].to_list() == [5.0, 6.0]
+    assert present_hours(frame, 0.0).height == frame.height

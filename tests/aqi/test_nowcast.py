@@ -132,3 +132,18 @@ def test_constant_series_gives_that_constants_aqi(value: float, keep: list[bool]
     assert math.isclose(result, value, rel_tol=1e-12, abs_tol=1e-12)
     assert us_epa_aqi("pm2_5", np.array([result])).to_pylist() == [us_epa_aqi("pm2_5", value)]
     assert us_epa_aqi("pm10", np.array([result])).to_pylist() == [us_epa_aqi("pm10", value)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(hour_values, min_size=1, max_size=60), st.integers(1, 24))
+def test_running_mean_matches_the_literal_mean(hours: list[float], need: int) -> None:
+    out = running_mean(np.array([hours]), need)[0]
+    counts = valid_hours(np.array([hours]), 24)[0]
+    for j in range(len(hours)):
+        present = [x for x in hours[max(0, j - 23):j + 1] if not math.isnan(x)]
+        assert counts[j] == len(present)
+        if len(present) < need:
+            assert math.isnan(out[j])
+        else:
+            assert math.isclose(out[j], sum(present) / len(present), rel_tol=1e-12,
+                                abs_tol=1e-12)
