@@ -71,25 +71,36 @@ def running_mean(hourly: Floats, min_hours: int, hours: int = RUNNING_HOURS) -> 
 
 
 def _nowcast_lags(lags: list[Floats]) -> Floats:
-    """NowCast from the lagged matrices: lags[0] is c1 (the hour itself), lags[11] is c12."""
-    c_max = np.full(lags[0].shape, -np.inf)
-    c_min = np.full(lags[0].shape, np.inf)
+    """NowCast from the lagged matrices: lags[0] is c1 (the hour itself), lags[11] is c12.
+
+    In-place numpy on whole blocks: per lag one weight product and two accumulations
+    (missing hours carry weight 0 through the 0/1 mask), no per-window copies."""
+    shape = lags[0].shape
+    c_max = np.full(shape, -np.inf)
+    c_min = np.full(shape, np.inf)
     for lag in lags:
         np.fmax(c_max, lag, out=c_max)  # fmax/fmin skip NaN
         np.fmin(c_min, lag, out=c_min)
     with np.errstate(invalid="ignore", divide="ignore"):
-        weight = np.maximum(np.where(c_max > 0, c_min / c_max, 1.0), NOWCAST_MIN_WEIGHT)
-        numerator = np.zeros_like(weight)
-        denominator = np.zeros_like(weight)
-        power = np.ones_like(weight)  # w^(i-1)
-        for lag in lags:
-            valid = np.isfinite(lag)
-            numerator += np.where(valid, power * lag, 0.0)
-            denominator += np.where(valid, power, 0.0)
-            power *= weight
+        weight = np.where(c_max > 0, c_min / c_max, 1.0)
+    np.maximum(weight, NOWCAST_MIN_WEIGHT, out=weight)
+    numerator, denominator = np.zeros(shape), np.zeros(shape)
+    power = np.ones(shape)  # w^(i-1)
+    term = np.empty(shape)
+    recent = np.zeros(shape, dtype=np.int8)
+    for i, lag in enumerate(lags):
+        present = np.isfinite(lag)
+        if i < RECENT_HOURS:
+            recent += present
+        np.multiply(power, present, out=term)  # the hour's weight, 0 when missing
+        denominator += term
+        term *= np.where(present, lag, 0.0)
+        numerator += term
+        power *= weight
+    with np.errstate(invalid="ignore", divide="ignore"):
         value = numerator / denominator
-    recent = sum(np.isfinite(lag).astype(np.int8) for lag in lags[:RECENT_HOURS])
-    return np.where(recent >= RECENT_MIN_VALID, value, np.nan)
+    value[recent < RECENT_MIN_VALID] = np.nan
+    return value
 
 
 def _matrix(hourly: Floats) -> Floats:
