@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pytest
@@ -105,12 +106,13 @@ def test_daily_aqi_on_the_device_local_day(world: World) -> None:
     rt.registry.upsert([Device(id="a-aq-ny", tenant="a", type="air_quality",
                                tags={"tz": "America/New_York"})])
     rt.auth.authorizer.refresh()
-    import zoneinfo
-    ny = zoneinfo.ZoneInfo("America/New_York")
+    ny = ZoneInfo("America/New_York")
     local = (datetime.now(ny) - timedelta(days=2)).replace(hour=0, minute=0, second=0,
                                                             microsecond=0)
     midnight = local.astimezone(UTC)
-    rt.hot.write(quarter_hours("a-aq-ny", "pm2_5", [5.0] * 3 + [20.0] * 24 + [5.0] * 3,
+    next_midnight = (local + timedelta(days=1)).replace(hour=0).astimezone(UTC)
+    day_hours = round((next_midnight - midnight) / timedelta(hours=1))  # 23 or 25 on DST days
+    rt.hot.write(quarter_hours("a-aq-ny", "pm2_5", [5.0] * 3 + [20.0] * day_hours + [5.0] * 3,
                                start=midnight - timedelta(hours=3)))
     body = get(world, "/api/v1/devices/a-aq-ny/readings", metric="aqi_us_daily",
                **{"from": iso(midnight + timedelta(hours=12)),
