@@ -450,6 +450,11 @@ class AqiSettings(Section):
 
     daqi_min_capture: float = Field(
         0.75, gt=0, le=1, description="Share of the 24 hours a DAQI running mean needs.")
+    daily_min_capture: float = Field(
+        0.75, gt=0, le=1, description="Share of a local day's hours a daily US AQI needs.")
+    hour_min_capture: float = Field(
+        0.75, ge=0, le=1, description="Share of a device's usual readings per hour (its "
+        "median) an hourly mean needs to count as present (0: any reading).")
 
 
 class EnergySettings(Section):
