@@ -119,3 +119,21 @@ def test_daily_aqi_on_the_device_local_day(world: World) -> None:
                   "to": iso(midnight + timedelta(hours=13))})
     assert [(r["ts"], r["value"], r["pm2_5_24h"], r["category"], r["status"])
             for r in body["results"]] == [(iso(midnight), 71.0, 20.0, "Moderate", "ok")]
+
+
+def test_pages_of_a_derived_series_cover_it_once(world: World) -> None:
+    """`meta.next` of a cut derived series leads to the next rows, never the same page."""
+    world.runtime.hot.write(quarter_hours("a-aq-1", "pm2_5", [float(c) for c in EPA_EXAMPLE]))
+    window = {"from": iso(FIRST), "to": iso(LAST + timedelta(hours=1)), "every": "1h"}
+    whole = get(world, "/api/v1/devices/a-aq-1/readings",
+                metric=["pm2_5", "aqi_us_nowcast"], **window)["results"]
+    assert len(whole) == 24
+    seen, page = [], None
+    for _ in range(10):
+        body = get(world, "/api/v1/devices/a-aq-1/readings", metric=["pm2_5",
+                   "aqi_us_nowcast"], limit=5, **window, **({"page": page} if page else {}))
+        seen += body["results"]
+        page = body["meta"]["next"]
+        if page is None:
+            break
+    assert [(r["metric"], r["ts"]) for r in seen] == [(r["metric"], r["ts"]) for r in whole]

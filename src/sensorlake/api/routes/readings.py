@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import polars as pl
 import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Query
 from starlette.responses import Response
@@ -80,7 +81,21 @@ def read_plan(runtime: Any, plan: RangePlan, timeout: float) -> pa.Table:
     stored_rows = runtime.hot.readings(replace(query, metrics=stored), timeout=timeout) \
         if stored else None
     table = combine(stored_rows, derived_readings(runtime, query, derived))
+    table = table.sort_by([("device_id", "ascending"), ("metric", "ascending"),
+                           ("ts", "ascending")])
+    if query.after is not None:
+        table = after_cursor(table, query.after)
     return table.slice(0, query.limit)
+
+
+def after_cursor(table: pa.Table, after: tuple[str, str, datetime]) -> pa.Table:
+    """The rows after a `meta.next` cursor in (device_id, metric, ts) order (derived series
+    are computed whole, so paging cuts them here)."""
+    device, metric, at = after
+    d, m, t = pl.col("device_id"), pl.col("metric"), pl.col("ts")
+    later = (d > device) | ((d == device) & (m > metric)) | (
+        (d == device) & (m == metric) & (t > pl.lit(at).dt.convert_time_zone("UTC")))
+    return frame(table).filter(later).to_arrow()
 
 
 def extra_columns(table: pa.Table) -> list[str]:
