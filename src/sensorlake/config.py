@@ -64,6 +64,10 @@ class WorkerSettings(Section):
         "is written (the log is acknowledged only then).")
     lake_flush_rows: int = Field(
         2_000_000, gt=0, description="Readings that trigger a lake flush before the time limit.")
+    lake_background: bool = Field(
+        True, description="Write lake files on a thread of their own while the worker goes on "
+        "with the next batches (one flush at a time; the log is still acknowledged only after "
+        "the files are durable).")
 
 
 class HotSettings(Section):
@@ -446,6 +450,11 @@ class AqiSettings(Section):
 
     daqi_min_capture: float = Field(
         0.75, gt=0, le=1, description="Share of the 24 hours a DAQI running mean needs.")
+    daily_min_capture: float = Field(
+        0.75, gt=0, le=1, description="Share of a local day's hours a daily US AQI needs.")
+    hour_min_capture: float = Field(
+        0.75, ge=0, le=1, description="Share of a device's usual readings per hour (its "
+        "median) an hourly mean needs to count as present (0: any reading).")
 
 
 class EnergySettings(Section):
@@ -453,6 +462,16 @@ class EnergySettings(Section):
 
     tariffs_file: Path | None = Field(
         None, description="tariffs.yaml (default: <data_dir>/tariffs.yaml when present).")
+    grid_co2e_kg_per_kwh: float | None = Field(
+        None, ge=0, description="Grid CO2e factor (kg/kWh) of tariffs and files that set none.")
+    max_gap_seconds: float = Field(
+        3900, gt=0, description="Longest interval between two readings that is not a gap: "
+        "power is not integrated across a longer one, a counter delta across it is flagged.")
+    counter_jitter_kwh: float = Field(
+        0.01, ge=0, description="A counter drop this small is noise (delta 0), not a reset.")
+    lookback_hours: float = Field(
+        48, gt=0, description="History read before a range to find each device's previous "
+        "reading.")
 
 
 class QualitySettings(Section):

@@ -17,7 +17,7 @@ from sensorlake.api.encode import frame, iso_columns, rows_json
 from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cursor, plan_range
 from sensorlake.derived.base import SERIES_COLUMNS
 from sensorlake.derived.serve import combine, derived_readings, split_metrics
-from sensorlake.errors import InputError, QueryTimeout
+from sensorlake.errors import ConfigError, InputError, QueryTimeout
 from sensorlake.model import QUALITY_FLAGS
 from sensorlake.timeparse import format_duration
 
@@ -66,7 +66,7 @@ def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
         plan = plan_range(tenant, devices, params, settings.max_points, settings.auto_points,
                           count)
         table = read_plan(runtime, plan, settings.query_timeout_seconds)
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         raise HTTPException(422, str(exc)) from None
     except QueryTimeout as exc:
         raise HTTPException(504, str(exc)) from None
@@ -82,7 +82,21 @@ def read_plan(runtime: Any, plan: RangePlan, timeout: float) -> pa.Table:
     stored_rows = runtime.hot.readings(replace(query, metrics=stored), timeout=timeout) \
         if stored else None
     table = combine(stored_rows, derived_readings(runtime, query, derived))
+    table = table.sort_by([("device_id", "ascending"), ("metric", "ascending"),
+                           ("ts", "ascending")])
+    if query.after is not None:
+        table = after_cursor(table, query.after)
     return table.slice(0, query.limit)
+
+
+def after_cursor(table: pa.Table, after: tuple[str, str, datetime]) -> pa.Table:
+    """The rows after a `meta.next` cursor in (device_id, metric, ts) order (derived series
+    are computed whole, so paging cuts them here)."""
+    device, metric, at = after
+    d, m, t = pl.col("device_id"), pl.col("metric"), pl.col("ts")
+    later = (d > device) | ((d == device) & (m > metric)) | (
+        (d == device) & (m == metric) & (t > pl.lit(at).dt.convert_time_zone("UTC")))
+    return frame(table).filter(later).to_arrow()
 
 
 def extra_columns(table: pa.Table) -> list[str]:
