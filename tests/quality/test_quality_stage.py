@@ -78,6 +78,14 @@ def test_counters_and_legitimately_repeating_gauges_are_never_stuck(ctx):
     assert got == [0] * len(rows)
 
 
+def test_values_pinned_at_the_end_of_the_valid_range_are_not_stuck(ctx):
+    # clean air reads 0.0 µg/m³ for a long time, fog keeps RH at 100 %: physical, not stuck
+    rows = [(d, m, i * 60, v) for d, m, v in (("a", "pm2_5", 0.0), ("b", "humidity", 100.0),
+                                              ("c", "humidity", 99.9)) for i in range(10)]
+    got, _ = run(rows, ctx)
+    assert got == [0] * 29 + [STUCK]
+
+
 def test_stuck_count_per_metric_setting(tmp_path):
     settings = load_settings(data_dir=tmp_path, quality={"stuck_count": 3,
                                                          "stuck_counts": {"co2": 0}})

@@ -5,7 +5,7 @@ Bits (model.Quality; thresholds in process/quality_rules.py and `[quality]`):
 - OUT_OF_RANGE: outside the metric's expected range (narrower than the valid range, which
   validation enforces), or the device's `expected.<metric>` tag.
 - STUCK: the N-th (or later) identical consecutive value of a gauge for the same key
-  (counters and the gauges in STUCK_OFF are exempt).
+  (counters, the gauges in STUCK_OFF and values at the ends of the valid range are exempt).
 - SPIKE: |Δvalue| / max(Δt, spike_min_interval) above the metric's limit, against the
   previous reading of the key.
 - GAP: the previous reading of the key is more than gap_factor × cadence earlier.
@@ -180,7 +180,8 @@ def flag(frame: pl.DataFrame, rules: Rules,
     received = pl.col("received_at")
     bits = (
         _bit((value < pl.col("lo")) | (value > pl.col("hi")), Quality.OUT_OF_RANGE)
-        | _bit(pl.col("run") >= pl.col("stuck_n"), Quality.STUCK)
+        | _bit((pl.col("run") >= pl.col("stuck_n")) & (value > pl.col("floor"))
+               & (value < pl.col("ceiling")), Quality.STUCK)
         | _bit(rate > pl.col("spike_per_us"), Quality.SPIKE)
         | _bit(dt > cadence * q.gap_factor, Quality.GAP)
         | _bit((ts - received > ahead) | (received - ts > behind), Quality.CLOCK_SUSPECT)

@@ -56,7 +56,8 @@ class Rules:
     """Thresholds as small frames the stage joins onto a batch."""
 
     metrics: pl.DataFrame
-    """metric, lo, hi, stuck_n, spike_per_us (null = no check)."""
+    """metric, lo, hi, stuck_n, spike_per_us (null = no check), floor and ceiling (the valid
+    range: a value pinned there, PM 0 in clean air or RH 100 % in fog, is not stuck)."""
     device_ranges: pl.DataFrame
     """tenant, device_id, metric, dev_lo, dev_hi from `expected.<metric>` tags."""
     cadences: pl.DataFrame
@@ -73,15 +74,19 @@ def metric_rules(settings: Settings) -> pl.DataFrame:
     expected = {**EXPECTED, **q.expected}
     spikes = {**SPIKE_PER_MINUTE, **q.spike_per_minute}
     stuck = {**dict.fromkeys(STUCK_OFF, 0), **q.stuck_counts}
+    valid = {m.name: (m.minimum, m.maximum) for m in METRICS.values()}
+    valid |= {name: (m.minimum, m.maximum) for name, m in settings.metrics.items()}
     rows = []
     for name in names:
         lo, hi = expected.get(name, (-math.inf, math.inf))
+        floor, ceiling = valid.get(name, (-math.inf, math.inf))
         n = 0 if name in counters else stuck.get(name, q.stuck_count)
         spike = 0.0 if name in counters else spikes.get(name, 0.0)
         rows.append((name, float(lo), float(hi), n if n > 0 else None,
-                     spike / 60e6 if spike > 0 else None))
+                     spike / 60e6 if spike > 0 else None, float(floor), float(ceiling)))
     return pl.DataFrame(rows, schema={"metric": pl.String, "lo": pl.Float64, "hi": pl.Float64,
-                                      "stuck_n": pl.Int64, "spike_per_us": pl.Float64},
+                                      "stuck_n": pl.Int64, "spike_per_us": pl.Float64,
+                                      "floor": pl.Float64, "ceiling": pl.Float64},
                         orient="row")
 
 
