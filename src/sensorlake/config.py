@@ -484,6 +484,9 @@ class QualitySettings(Section):
     stuck_count: int = Field(
         10, ge=0, description="Identical consecutive values of a gauge that make the last one "
         "STUCK (0 = off).")
+    stuck_min_seconds: float = Field(
+        1800, ge=0, description="A run of identical values is STUCK only once it has also "
+        "lasted this long (a slow quantity sampled every second repeats legitimately).")
     stuck_counts: dict[str, int] = Field(
         default_factory=dict, description="Per metric override of stuck_count (0 = off).")
     spike_per_minute: dict[str, float] = Field(

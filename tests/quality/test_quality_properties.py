@@ -16,7 +16,8 @@ from sensorlake.process.quality import QualityStage
 from sensorlake.process.stages import default_stages
 
 SETTINGS = load_settings(data_dir="/tmp/sensorlake-quality-props",
-                         quality={"stuck_count": 3})  # short runs, so examples reach them
+                         quality={"stuck_count": 3, "stuck_min_seconds": 600})
+"""Short runs, so that generated examples reach them."""
 CTX = Context(SETTINGS)
 METRICS = ["pm2_5", "temperature", "energy", "co2"]
 
@@ -79,6 +80,7 @@ def test_batches_cut_in_time_flag_like_one_batch(raw, cut):
 
 
 def test_no_value_changes_through_the_default_stages(settings, make_entries):
+    settings.quality.stuck_min_seconds = 0  # a quarter of an hour of minute readings
     entries = make_entries(*[
         {"device": "d", "ts": f"2026-11-23T10:{m:02d}:00Z",
          "readings": {"pm2_5": v, "temperature": 21.0, "energy": 10.5}}

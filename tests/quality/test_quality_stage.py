@@ -54,8 +54,9 @@ def test_expected_range_from_settings_and_from_a_device_tag(tmp_path):
 
 
 def test_stuck_from_the_tenth_identical_value(ctx):
-    rows = [("d", "temperature", i * 60, 21.5) for i in range(12)]
-    rows.append(("d", "temperature", 12 * 60, 21.6))
+    # every 5 minutes: the 10th identical value comes 45 minutes (> 30) after the first
+    rows = [("d", "temperature", i * 300, 21.5) for i in range(12)]
+    rows.append(("d", "temperature", 12 * 300, 21.6))
     got, stage = run(rows, ctx)
     assert got == [0] * 9 + [STUCK, STUCK, STUCK, 0]
     assert stage.state.row(0, named=True)["run"] == 1
@@ -63,9 +64,9 @@ def test_stuck_from_the_tenth_identical_value(ctx):
 
 def test_stuck_run_continues_across_batches(ctx):
     stage = QualityStage()
-    first, _ = run([("d", "humidity", i * 60, 55.0) for i in range(6)], ctx, stage)
+    first, _ = run([("d", "humidity", i * 300, 55.0) for i in range(6)], ctx, stage)
     stage.commit()
-    second, _ = run([("d", "humidity", (6 + i) * 60, 55.0) for i in range(6)], ctx, stage)
+    second, _ = run([("d", "humidity", (6 + i) * 300, 55.0) for i in range(6)], ctx, stage)
     assert first == [0] * 6
     assert second == [0, 0, 0, STUCK, STUCK, STUCK]  # the 10th identical value overall
 
@@ -78,17 +79,25 @@ def test_counters_and_legitimately_repeating_gauges_are_never_stuck(ctx):
     assert got == [0] * len(rows)
 
 
+def test_a_run_must_also_last_stuck_min_seconds(ctx):
+    # pressure sampled every second repeats for minutes: not stuck until 30 minutes passed
+    rows = [("d", "pressure", t, 1013.2) for t in (*range(50), 1799, 1800)]
+    got, _ = run(rows, ctx)
+    assert got == [0] * 51 + [STUCK]
+
+
 def test_values_pinned_at_the_end_of_the_valid_range_are_not_stuck(ctx):
     # clean air reads 0.0 µg/m³ for a long time, fog keeps RH at 100 %: physical, not stuck
-    rows = [(d, m, i * 60, v) for d, m, v in (("a", "pm2_5", 0.0), ("b", "humidity", 100.0),
-                                              ("c", "humidity", 99.9)) for i in range(10)]
+    rows = [(d, m, t, v) for d, m, v in (("a", "pm2_5", 0.0), ("b", "humidity", 100.0),
+                                              ("c", "humidity", 99.9)) for i in range(10)
+            for t in [i * 300]]
     got, _ = run(rows, ctx)
     assert got == [0] * 29 + [STUCK]
 
 
 def test_stuck_count_per_metric_setting(tmp_path):
-    settings = load_settings(data_dir=tmp_path, quality={"stuck_count": 3,
-                                                         "stuck_counts": {"co2": 0}})
+    settings = load_settings(data_dir=tmp_path, quality={
+        "stuck_count": 3, "stuck_counts": {"co2": 0}, "stuck_min_seconds": 0})
     got, _ = run([("d", "pm10", i * 60, 4.0) for i in range(4)]
                  + [("d", "co2", i * 60, 420.0) for i in range(4)], Context(settings))
     assert got == [0, 0, STUCK, STUCK, 0, 0, 0, 0]

@@ -4,8 +4,9 @@ Bits (model.Quality; thresholds in process/quality_rules.py and `[quality]`):
 
 - OUT_OF_RANGE: outside the metric's expected range (narrower than the valid range, which
   validation enforces), or the device's `expected.<metric>` tag.
-- STUCK: the N-th (or later) identical consecutive value of a gauge for the same key
-  (counters, the gauges in STUCK_OFF and values at the ends of the valid range are exempt).
+- STUCK: the N-th (or later) identical consecutive value of a gauge for the same key, once
+  the run has lasted stuck_min_seconds (counters, the gauges in STUCK_OFF and values at the
+  ends of the valid range are exempt).
 - SPIKE: |Δvalue| / max(Δt, spike_min_interval) above the metric's limit, against the
   previous reading of the key.
 - GAP: the previous reading of the key is more than gap_factor × cadence earlier.
@@ -14,8 +15,9 @@ Bits (model.Quality; thresholds in process/quality_rules.py and `[quality]`):
 - CALIBRATED (enrich) and INTERPOLATED (a codec) pass through untouched.
 
 "Previous reading" spans batches: the stage keeps one row per (tenant, device, metric) key
-(last_ts, last_value, run; process/quality_state.py), seeded from the hot store's `latest`
-table (`Context.previous`) the first time a key is seen. A reading at or before its key's last ts
+(last ts and value, the run of identical values and its start; process/quality_state.py),
+seeded from the hot store's `latest` table (`Context.previous`) the first time a key is
+seen. A reading at or before its key's last ts
 (late data, a redelivery) is compared within its own batch only and does not move the state
 back. The state advances in `pending` and becomes the base of the next batch; the worker
 calls `commit()` after the hot store committed and `rollback()` before processing a batch
@@ -35,7 +37,7 @@ import pyarrow.compute as pc
 from sensorlake.model import Quality
 from sensorlake.process.base import PREVIOUS_SCHEMA, Batch, Context, PreviousLookup
 from sensorlake.process.quality_rules import Rules, build_rules
-from sensorlake.process.quality_state import KeyState, KeyTable, key_hash
+from sensorlake.process.quality_state import COLUMNS, KeyState, KeyTable, key_hash
 
 if TYPE_CHECKING:
     from sensorlake.config import QualitySettings
@@ -90,15 +92,14 @@ class QualityStage:
         if len(seeds):
             at, hit = seeds.find(keys)
             found_seed = hit & ~found
-            for name in ("last_ts", "last_value", "run"):
-                getattr(known, name)[found_seed] = getattr(seeds, name)[at[found_seed]]
+            for name in COLUMNS:
+                known[name][found_seed] = seeds[name][at[found_seed]]
             found = found | found_seed
         group = np.cumsum(first) - 1  # each row's key, as a position in `keys`
         frame = frame.with_columns(
-            pl.Series("known", found[group]), pl.Series("last_ts", known.last_ts[group]),
-            pl.Series("last_value", known.last_value[group]), pl.Series("run", known.run[group]),
-        ).with_columns(pl.when(pl.col("known")).then(pl.col(c)).alias(c)
-                       for c in ("last_ts", "last_value", "run"))
+            pl.Series("known", found[group]),
+            *(pl.Series(name, known[name][group]) for name in COLUMNS),
+        ).with_columns(pl.when(pl.col("known")).then(pl.col(c)).alias(c) for c in COLUMNS)
         flagged, updates = flag(frame, self._rules_of(ctx), ctx.settings.quality)
         self._keys.stage(seeds.upsert(updates) if len(seeds) else updates)
         quality = np.empty(readings.num_rows, np.int16)
@@ -168,20 +169,23 @@ def flag(frame: pl.DataFrame, rules: Rules,
     same = (value == pl.col("prev_value")).fill_null(False)
     boundary = pl.col("first") | first_new | ~same
     position = pl.int_range(pl.len(), dtype=pl.Int64)
-    carry = pl.when(pl.col("use_state") & same).then("run").otherwise(0)
+    continues = pl.col("use_state") & same  # the run the state ends with goes on
     frame = frame.with_columns(
         run=position - pl.when(boundary).then(position).forward_fill() + 1
-        + pl.when(boundary).then(carry).forward_fill())
+        + pl.when(boundary).then(pl.when(continues).then("run").otherwise(0)).forward_fill(),
+        run_start=pl.when(boundary).then(pl.when(continues).then("run_start").otherwise(ts))
+        .forward_fill())
     dt = ts - pl.col("prev_ts")
     min_dt = int(q.spike_min_interval_seconds * 1e6)
     rate = (value - pl.col("prev_value")).abs() / pl.max_horizontal(dt, pl.lit(min_dt))
     ahead = int(q.clock_ahead_seconds * 1e6)
     behind = int(q.clock_behind_days * 86400e6)
     received = pl.col("received_at")
+    stuck_us = int(q.stuck_min_seconds * 1e6)
     bits = (
         _bit((value < pl.col("lo")) | (value > pl.col("hi")), Quality.OUT_OF_RANGE)
-        | _bit((pl.col("run") >= pl.col("stuck_n")) & (value > pl.col("floor"))
-               & (value < pl.col("ceiling")), Quality.STUCK)
+        | _bit((pl.col("run") >= pl.col("stuck_n")) & (ts - pl.col("run_start") >= stuck_us)
+               & (value > pl.col("floor")) & (value < pl.col("ceiling")), Quality.STUCK)
         | _bit(rate > pl.col("spike_per_us"), Quality.SPIKE)
         | _bit(dt > cadence * q.gap_factor, Quality.GAP)
         | _bit((ts - received > ahead) | (received - ts > behind), Quality.CLOCK_SUSPECT)
@@ -190,8 +194,10 @@ def flag(frame: pl.DataFrame, rules: Rules,
                                .alias("quality"))
     last = pl.col("first").shift(-1).fill_null(True)
     advanced = frame.filter(last & pl.col("is_new"))
-    updates = KeyTable.of(advanced["key"].to_numpy(), advanced["ts"].to_numpy(),
-                          advanced["value"].to_numpy(), advanced["run"].to_numpy())
+    updates = KeyTable.of(advanced["key"].to_numpy(), last_ts=advanced["ts"].to_numpy(),
+                          last_value=advanced["value"].to_numpy(),
+                          run=advanced["run"].to_numpy(),
+                          run_start=advanced["run_start"].to_numpy())
     return frame.select("_row", "quality"), updates
 
 
@@ -212,9 +218,10 @@ def _seed(firsts: pl.DataFrame, found: np.ndarray, ctx: Context) -> KeyTable:
     latest = pl.from_arrow(rows.select(PREVIOUS_SCHEMA.names))
     assert isinstance(latest, pl.DataFrame)
     latest = latest.join(unseen, on=KEY, how="semi").unique(KEY, keep="first")
-    return KeyTable.of(key_hash(latest), latest["ts"].dt.epoch("us").to_numpy(),
-                       latest["value"].cast(pl.Float64).to_numpy(),
-                       np.ones(latest.height, np.int64))
+    ts = latest["ts"].dt.epoch("us").to_numpy()
+    return KeyTable.of(key_hash(latest), last_ts=ts,
+                       last_value=latest["value"].cast(pl.Float64).to_numpy(),
+                       run=np.ones(latest.height, np.int64), run_start=ts)
 
 
 def previous_from(hot: HotStore) -> PreviousLookup:

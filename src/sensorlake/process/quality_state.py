@@ -1,7 +1,7 @@
 """The quality stage's memory: the last reading of every (tenant, device, metric) key.
 
 A key is the 64-bit polars hash of (tenant, device_id, metric). The keys are kept sorted in
-numpy arrays beside their last ts (µs), last value and run of identical values, so a batch
+numpy arrays beside their last ts, last value and run of identical values, so a batch
 finds its keys with `searchsorted` (batch × log keys, no hash table rebuilt per batch) and a
 commit updates the keys it knows in place; only new keys cost a merge of the arrays. What a
 batch taught the stage waits in a small `pending` table until `commit()`; `rollback()` drops
@@ -27,29 +27,36 @@ def key_hash(frame: pl.DataFrame, columns: tuple[str, ...] = ("tenant", "device_
         KEY_SEED)).to_series().to_numpy()
 
 
+COLUMNS: dict[str, type] = {"last_ts": np.int64, "last_value": np.float64, "run": np.int64,
+                            "run_start": np.int64}
+"""What is kept per key: the newest reading's ts (µs) and value, how many identical values
+end there, and the ts (µs) of the first of them."""
+
+
 @dataclass
 class KeyTable:
-    """Sorted unique keys with their last reading."""
+    """Sorted unique keys (uint64) and, per key, the COLUMNS arrays."""
 
     key: np.ndarray
-    last_ts: np.ndarray
-    last_value: np.ndarray
-    run: np.ndarray
+    columns: dict[str, np.ndarray]
 
     @staticmethod
     def empty() -> KeyTable:
-        return KeyTable(np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.float64),
-                        np.empty(0, np.int64))
+        return KeyTable(np.empty(0, np.uint64),
+                        {name: np.empty(0, dtype) for name, dtype in COLUMNS.items()})
 
     @staticmethod
-    def of(key: np.ndarray, last_ts: np.ndarray, last_value: np.ndarray,
-           run: np.ndarray) -> KeyTable:
-        """A table from unique keys in any order."""
+    def of(key: np.ndarray, **columns: np.ndarray) -> KeyTable:
+        """A table from unique keys in any order and every one of COLUMNS."""
         order = np.argsort(key, kind="stable")
-        return KeyTable(key[order], last_ts[order], last_value[order], run[order])
+        return KeyTable(key[order], {name: np.asarray(columns[name], dtype)[order]
+                                     for name, dtype in COLUMNS.items()})
 
     def __len__(self) -> int:
         return len(self.key)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
 
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position, found) of each of `keys`."""
@@ -59,14 +66,16 @@ class KeyTable:
         return at, self.key[at] == keys
 
     def take(self, at: np.ndarray) -> KeyTable:
-        return KeyTable(self.key[at], self.last_ts[at], self.last_value[at], self.run[at])
+        return KeyTable(self.key[at], {n: c[at] for n, c in self.columns.items()})
+
+    def copy(self) -> KeyTable:
+        return KeyTable(self.key.copy(), {n: c.copy() for n, c in self.columns.items()})
 
     def upsert(self, other: KeyTable) -> KeyTable:
         """This table with `other`'s rows replacing or joining its own (a new table)."""
         if len(other) == 0:
             return self
-        out = KeyTable(self.key.copy(), self.last_ts.copy(), self.last_value.copy(),
-                       self.run.copy())
+        out = self.copy()
         out.apply(other)
         return out
 
@@ -75,17 +84,14 @@ class KeyTable:
         if len(other) == 0:
             return
         at, hit = self.find(other.key)
-        spot = at[hit]
-        self.last_ts[spot] = other.last_ts[hit]
-        self.last_value[spot] = other.last_value[hit]
-        self.run[spot] = other.run[hit]
+        for name, column in self.columns.items():
+            column[at[hit]] = other[name][hit]
         new = ~hit
         if new.any():
             where = np.searchsorted(self.key, other.key[new])
             self.key = np.insert(self.key, where, other.key[new])
-            self.last_ts = np.insert(self.last_ts, where, other.last_ts[new])
-            self.last_value = np.insert(self.last_value, where, other.last_value[new])
-            self.run = np.insert(self.run, where, other.run[new])
+            self.columns = {name: np.insert(column, where, other[name][new])
+                            for name, column in self.columns.items()}
 
     def trimmed(self, max_keys: int) -> KeyTable:
         """At most `max_keys` keys: past it, cut to the 90 % most recently advanced (so the
@@ -93,7 +99,7 @@ class KeyTable:
         if len(self) <= max_keys:
             return self
         keep = max(1, max_keys * 9 // 10)
-        newest = np.argpartition(self.last_ts, len(self) - keep)[len(self) - keep:]
+        newest = np.argpartition(self["last_ts"], len(self) - keep)[len(self) - keep:]
         return self.take(np.sort(newest))  # positions in key order keep the keys sorted
 
 
@@ -128,18 +134,18 @@ class KeyState:
     def frame(self) -> pl.DataFrame:
         """Every key as the next batch sees it (for tests and inspection)."""
         merged = self.committed.upsert(self.pending)
-        return pl.DataFrame({"key": merged.key, "last_ts": merged.last_ts,
-                             "last_value": merged.last_value, "run": merged.run})
+        return pl.DataFrame({"key": merged.key, **merged.columns})
 
 
 def _pick(first: np.ndarray, a: KeyTable, a_at: np.ndarray, b: KeyTable,
           b_at: np.ndarray) -> KeyTable:
     """Row-wise: `a` at a_at where `first`, else `b` at b_at (empty tables give zeros)."""
 
-    def column(name: str, dtype: type) -> np.ndarray:
-        left = getattr(a, name)[a_at] if len(a) else np.zeros(len(first), dtype)
-        right = getattr(b, name)[b_at] if len(b) else np.zeros(len(first), dtype)
+    def column(name: str) -> np.ndarray:
+        dtype = COLUMNS[name]
+        left = a[name][a_at] if len(a) else np.zeros(len(first), dtype)
+        right = b[name][b_at] if len(b) else np.zeros(len(first), dtype)
         return np.where(first, left, right)
 
-    return KeyTable(column("key", np.uint64), column("last_ts", np.int64),
-                    column("last_value", np.float64), column("run", np.int64))
+    return KeyTable(np.where(first, a.key[a_at] if len(a) else 0, b.key[b_at] if len(b) else 0
+                             ).astype(np.uint64), {name: column(name) for name in COLUMNS})
