@@ -199,3 +199,56 @@ def _floats(concentration: ArrayLike) -> npt.NDArray[np.float64]:
     if values.ndim != 1:
         raise ValueError(f"concentration array must be 1-D, got shape {values.shape}")
     return values
+
+
+def us_epa_aqi_floats(pollutant: str,
+                     concentration: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """`us_epa_aqi` of a float array as floats, NaN where the input is NaN or negative (no
+    Arrow round trip: the derived series' hot path)."""
+    return _floats_out(_us_values, _check(pollutant), concentration)
+
+
+def uk_daqi_floats(pollutant: str,
+                   concentration: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """`uk_daqi` of a float array as floats, NaN where the input is NaN or negative."""
+    return _floats_out(_uk_values, _check(pollutant), concentration)
+
+
+def _floats_out(core: Any, pollutant: str,
+                concentration: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    values = np.asarray(concentration, dtype=np.float64)
+    valid = np.isfinite(values) & (values >= 0)
+    out = np.full(values.shape, np.nan)
+    out[valid] = core(pollutant, values[valid])
+    return out
+
+
+def us_epa_truncate(pollutant: str,
+                    concentration: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Concentrations truncated as the EPA lookup does (PM2.5 to 0.1, PM10 to 1); NaN stays."""
+    per_unit = 1 / US_EPA_STEP[_check(pollutant)]
+    return np.floor(concentration * per_unit + _EPS) / per_unit
+
+
+def us_epa_categories(aqi: npt.NDArray[np.float64]) -> tuple[pa.Array, pa.Array]:
+    """(category names, colours) of an array of EPA AQIs as Arrow strings; NaN gives nulls."""
+    tops = np.array([top for top, _, _ in US_EPA_CATEGORIES], dtype=np.float64)
+    rows = np.searchsorted(tops, aqi, side="left").clip(0, len(tops) - 1)
+    return _labels(aqi, rows, US_EPA_CATEGORIES)
+
+
+def uk_daqi_bands(index: npt.NDArray[np.float64]) -> tuple[pa.Array, pa.Array]:
+    """(band names, colours) of an array of DAQI indices 1-10 as Arrow strings; NaN gives
+    nulls."""
+    rows = np.nan_to_num(index, nan=1.0).clip(1, len(UK_DAQI_BANDS)).astype(np.int64) - 1
+    return _labels(index, rows, UK_DAQI_BANDS)
+
+
+def _labels(values: npt.NDArray[np.float64], rows: npt.NDArray[np.int64],
+            table: tuple[tuple[int, str, str], ...]) -> tuple[pa.Array, pa.Array]:
+    """Dictionary-encoded lookups (no Python per element), decoded to plain strings."""
+    indices = pa.array(rows.astype(np.int32), mask=~np.isfinite(values))
+    names = pa.array([name for _, name, _ in table])
+    colours = pa.array([colour for _, _, colour in table])
+    return (pa.DictionaryArray.from_arrays(indices, names).cast(pa.string()),
+            pa.DictionaryArray.from_arrays(indices, colours).cast(pa.string()))

@@ -43,6 +43,10 @@ class InputError(SensorlakeError):
     """Terminal: the input itself is wrong. Quarantine it with this message; never retry."""
 
 
+class MessageTooLarge(InputError):
+    """One envelope is over the log's per-message limit (NATS max_payload): HTTP 413."""
+
+
 class DecodeError(InputError):
     """Bytes a codec cannot decode. `where` names the device, field or byte offset."""
 

@@ -113,3 +113,13 @@ class Quality:
     CALIBRATED = 1 << 5
     """The stored value is the raw value after the device's calibration (scale, offset)."""
     INTERPOLATED = 1 << 6
+
+
+QUALITY_FLAGS: dict[str, int] = {
+    name.lower(): value for name, value in vars(Quality).items() if not name.startswith("_")}
+"""Flag names as the API spells them (`spike`, `clock_suspect` ...) -> their bit value."""
+
+
+def flag_names(quality: int) -> list[str]:
+    """The names of the bits set in `quality`, lowest bit first."""
+    return [name for name, bit in QUALITY_FLAGS.items() if quality & bit]

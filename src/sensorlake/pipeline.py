@@ -1,9 +1,10 @@
 """The pipeline, top to bottom: read -> decode -> stages -> sinks -> ack.
 
-    log.read ─▶ decode ─▶ validate ─▶ dedup ─▶ enrich ─▶ aqi ─▶ hot store (commit per batch)
-                                                            └─▶ pending lake span
+    log.read ─▶ decode ─▶ validate ─▶ dedup ─▶ enrich ─▶ quality ─▶ aqi ─▶ hot store (commit)
+                                                                      └─▶ pending lake span
     every lake_flush_seconds / lake_flush_rows:
         log.claim(span) ─▶ lake raw/ + readings/ files (create-if-absent, fsync) ─▶ log.ack(span)
+        (on a lake thread while the worker goes on; one flush in flight, the next span waits)
 
 The hot store commits every batch so readings are queryable within a second, and tags each
 row with the log offset of the message that first stored it; the log is acknowledged only
@@ -30,7 +31,7 @@ from sensorlake.config import Settings
 from sensorlake.decode import decode
 from sensorlake.errors import TransientError
 from sensorlake.log.base import Log, LogBatch, Span
-from sensorlake.process.base import Batch, Context, Stage
+from sensorlake.process.base import Batch, Context, Stage, commit_stages, rollback_stages
 from sensorlake.process.stages import default_stages
 from sensorlake.store.base import HOT_SCHEMA, QUARANTINE_SCHEMA, HotStore, Lake, Quarantine
 
@@ -101,8 +102,33 @@ class _Pending:
     since: float = field(default_factory=time.monotonic)
 
 
+class _Flush:
+    """One lake flush running on its own thread (Parquet encoding releases the GIL, so the
+    worker's next batches overlap with it on the other core)."""
+
+    def __init__(self, span: Span, write: Callable[[Span], None]) -> None:
+        self.span = span
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(write,), daemon=True,
+                                        name="sensorlake-lake")
+        self._thread.start()
+
+    def _run(self, write: Callable[[Span], None]) -> None:
+        try:
+            write(self.span)
+        except BaseException as exc:  # handed to the worker thread, which raises it
+            self.error = exc
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+
 class Worker:
-    """Drives batches from the log through the stages into the sinks, in one thread."""
+    """Drives batches from the log through the stages into the sinks, in one thread (plus
+    the lake thread of the flush in flight, when `worker.lake_background`)."""
 
     def __init__(self, settings: Settings, log_: Log, hot: HotStore, lake: Lake,
                  quarantine: Quarantine, context: Callable[[], Context],
@@ -125,6 +151,7 @@ class Worker:
         self._last_read = 0.0
         self._last_rollup = time.monotonic()
         self._rollups_due = True  # marks left by a crash or an upgrade are refreshed first
+        self._flushing: _Flush | None = None
 
     @property
     def cursor(self) -> int:
@@ -182,16 +209,31 @@ class Worker:
         self._rollups_due = False
 
     def flush_if_due(self, force: bool = False) -> None:
+        """Claim the pending span and write it to the lake when it is due (`force`: now, and
+        wait until every flush is durable). A failed background flush raises here."""
+        self._collect_flush(wait=force)
         pending = self._pending
-        if pending.first is None:
-            return
+        if pending.first is None or self._flushing is not None:
+            return  # nothing to flush, or one flush in flight: the span keeps growing
         due = (force or pending.rows >= self.settings.worker.lake_flush_rows
                or time.monotonic() - pending.since >= self.settings.worker.lake_flush_seconds)
         if due:
             span = Span(pending.first, pending.last)
             self.log.claim(self.consumer, span)
-            self._flush_lake(span)
             self._pending = _Pending()
+            if force or not self.settings.worker.lake_background:
+                self._flush_lake(span)
+            else:
+                self._flushing = _Flush(span, self._flush_lake)
+
+    def _collect_flush(self, wait: bool) -> None:
+        flush = self._flushing
+        if flush is None or not (wait or flush.done()):
+            return
+        flush.wait()
+        self._flushing = None
+        if flush.error is not None:
+            raise flush.error
 
     def _process(self, entries: LogBatch) -> Batch:
         ctx = self.context()
@@ -205,6 +247,7 @@ class Worker:
             .select(HOT_SCHEMA.names).cast(HOT_SCHEMA)
         clock = time.perf_counter()
         stored = self.hot.write(readings)
+        commit_stages(self.stages)
         clock = self.stats.timed("hot", clock, readings.num_rows)
         if batch.rejects.num_rows:
             self.quarantine.write(quarantine_rows(batch.rejects, entries.table))
@@ -236,6 +279,7 @@ class Worker:
         except TransientError:
             raise
         except Exception as exc:
+            rollback_stages(self.stages)
             table = entries.table
             if table.num_rows == 1:
                 log.exception("stages failed on %s", table.column("msg_id")[0])
@@ -289,7 +333,11 @@ class Worker:
 
     def _rewind(self) -> None:
         """After a failed batch, re-read from the last acknowledged offset."""
+        if self._flushing is not None:  # let it end; recover() redoes its span if it failed
+            self._flushing.wait()
+            self._flushing = None
         self._pending = _Pending()
+        rollback_stages(self.stages)
         self._cursor = self.log.position(self.consumer)
         self.recover()
 

@@ -30,7 +30,8 @@ from sensorlake.ingest.appender import LogAppender
 from sensorlake.log import open_log
 from sensorlake.ops.embedded import Ops
 from sensorlake.pipeline import Worker
-from sensorlake.process.base import Context
+from sensorlake.process.base import Context, device_tag_table
+from sensorlake.process.quality import previous_from
 from sensorlake.registry import DeviceRegistry
 from sensorlake.store import rollups
 from sensorlake.store.duckdb import DuckDBStore
@@ -101,9 +102,13 @@ class Runtime:
                 version = self.catalog.change_number()
                 if version != self._context_version or self._context is None:
                     devices, calibrations = self.registry.snapshot()
-                    self._context = Context(self.settings, devices, calibrations)
+                    self._context = Context(self.settings, devices, calibrations,
+                                            device_tags=device_tag_table(self.registry.list()))
                     self._context_version = version
-            return Context(self.settings, self._context.devices, self._context.calibrations)
+            cached = self._context
+            return Context(self.settings, cached.devices, cached.calibrations,
+                           device_tags=cached.device_tags,
+                           previous=previous_from(self.hot) if self.hot is not None else None)
 
     def refresh_context(self) -> None:
         """Make the next batch re-read the registry (ingest just registered devices)."""

@@ -61,3 +61,11 @@ def test_pages_cover_everything_once(store: HotStore, every: timedelta | None) -
             break
         query = replace(query, after=page[-1])
     assert pages == whole
+
+
+def test_a_long_device_list_reads_like_a_short_one(store: HotStore) -> None:
+    """Over IN_LIST_MAX ids the SQL stores bind one array parameter instead of one each."""
+    many = ("d1", *(f"x{i}" for i in range(30)), "d2")
+    assert keys(store.readings(base(device_ids=many))) == keys(
+        store.readings(base(device_ids=("d1", "d2"))))
+    assert store.latest("A", None, many).num_rows == store.latest("A", None, None).num_rows == 4

@@ -36,7 +36,8 @@ def test_source_from_every(every: str | None, source: str) -> None:
 
 def test_quality_filter_and_stores_without_rollups_read_raw() -> None:
     assert plan("1h", quality="good")[0] == "raw"
-    assert plan("1h", exclude_flags=4)[0] == "raw"
+    assert plan("1h", exclude_flags="4")[0] == "raw"
+    assert plan("1h", flags="spike")[0] == "raw"
     assert plan("1h", rollups=False)[0] == "raw"
     assert plan("1d", rollups=False)[1].calendar == "day"
     with pytest.raises(InputError, match="every=1mo"):

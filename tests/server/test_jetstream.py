@@ -108,3 +108,21 @@ def test_submit_many_gives_each_group_its_own_outcome(stream: JetStreamSettings)
         big = [env(i, 100_000) for i in range(1000, 1011)]  # more than 1 MiB in total
         outcomes = log.submit_many([[env(3, 10)], big]).result(timeout=60)
         assert outcomes[0].accepted == 1 and isinstance(outcomes[1], Backpressure)
+
+
+def test_an_envelope_over_max_payload_is_refused_before_anything_is_sent(
+        stream: JetStreamSettings) -> None:
+    """HTTP answers 413 for it (ingest/http.py), not a 500 from inside the NATS client."""
+    import asyncio
+
+    from sensorlake.errors import MessageTooLarge
+    from sensorlake.ingest.appender import LogAppender
+
+    with JetStreamLog(stream, max_bytes=64 * MiB) as log:
+        limit = log.max_message_bytes
+        assert limit is not None and 0 < limit < 2 * MiB
+        appender = LogAppender(log)
+        with pytest.raises(MessageTooLarge, match=r"device 'd.1 \*' is .* smaller envelopes"):
+            asyncio.run(appender.append([env(1), env(2, size=limit + 1)]))
+        assert log.stats().last_offset == 0  # not even the small one of the same request
+        assert asyncio.run(appender.append([env(3, size=limit)])).accepted == 1

@@ -153,3 +153,12 @@ def test_replace_span_and_window_stats(store: PostgresStore) -> None:
     assert store.latest("A").column("value").to_pylist() == [10.0]  # the newest left
     stats = store.window_stats("A", T0, T0 + timedelta(minutes=1)).to_pylist()
     assert [(r["count"], r["first"], r["last"]) for r in stats] == [(2, 0.0, 10.0)]
+
+
+def test_a_long_device_list_is_one_array_parameter(store: PostgresStore) -> None:
+    store.commit_batch(readings([1, 2, 3]), [1, 2, 3])
+    many = (*(f"x{i}" for i in range(30)), "d1")
+    query = ReadingQuery(tenant="A", metrics=("temperature",), start=T0,
+                         end=T0 + timedelta(minutes=1), device_ids=many)
+    assert store.readings(query).column("value").to_pylist() == [0.0, 1.0, 2.0]
+    assert store.latest("A", None, many).column("device_id").to_pylist() == ["d1"]

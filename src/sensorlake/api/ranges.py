@@ -22,7 +22,7 @@ import orjson
 from fastapi import Query
 
 from sensorlake.errors import InputError
-from sensorlake.model import Quality
+from sensorlake.model import QUALITY_FLAGS, Quality
 from sensorlake.store.base import AGGREGATES, ReadingQuery
 from sensorlake.store.rollup_query import choose_grain
 from sensorlake.timeparse import format_duration, parse_duration, parse_time
@@ -56,8 +56,15 @@ class RangeParams:
     quality: Annotated[Literal["any", "good"], Query(
         description="good: leave out readings flagged out of range, stuck, spike or clock "
         "suspect")] = "any"
-    exclude_flags: Annotated[int, Query(ge=0, le=32767, description="Leave out readings with "
-                                        "any of these quality bits")] = 0
+    exclude_flags: Annotated[str, Query(
+        description="Leave out readings with any of these quality flags: names "
+        "(`spike,stuck`) or an integer mask (`6`)", examples=["spike,stuck"])] = "0"
+    flags: Annotated[str | None, Query(
+        description="Only readings with any of these quality flags: names "
+        "(`spike,stuck`) or an integer mask", examples=["spike,stuck"])] = None
+    include: Annotated[list[str] | None, Query(
+        description="`quality`: add each raw reading's `quality` bits and their names "
+        "(`flags`) to the rows", examples=["quality"])] = None
     limit: Annotated[int | None, Query(ge=1, le=1_000_000, description="Most rows (at most "
                                        "api.max_points; default that)")] = None
     page: Annotated[str | None, Query(description="`meta.next` of the previous page")] = None
@@ -143,13 +150,47 @@ def plan_range(tenant: str, devices: tuple[str, ...] | None, params: RangeParams
                 f"every={format_duration(query.every)} over this range gives up to {points} "
                 f"points, over the cap of {max_points} (api.max_points): ask for "
                 f"every={format_duration(wider)} or a shorter range")
-    exclude = params.exclude_flags | (GOOD_EXCLUDES if params.quality == "good" else 0)
+    exclude = parse_flags(params.exclude_flags, "exclude_flags") | (
+        GOOD_EXCLUDES if params.quality == "good" else 0)
+    require = parse_flags(params.flags, "flags") if params.flags else 0
+    with_quality = wants_quality(params.include)
+    if with_quality and query.every is not None:
+        raise InputError("include=quality gives the flags of raw readings: leave out `every`, "
+                         "or filter the readings that enter the buckets with flags= or "
+                         "exclude_flags=")
     after = decode_cursor(params.page) if params.page else None
-    grain = choose_grain(query.every, query.calendar, exclude, query.start, query.end) \
-        if rollups else None
+    grain = choose_grain(query.every, query.calendar, exclude | require, query.start,
+                         query.end) if rollups else None
     if query.calendar == "month" and not rollups:
         raise InputError("every=1mo needs the rollups of the embedded store (rollups.enabled) "
                          "and no quality filter: ask for every=1d and add the days up")
     query = ReadingQuery(**{**query.__dict__, "exclude_quality": exclude, "after": after,
+                            "require_quality": require, "with_quality": with_quality,
                             "rollup": grain})
     return RangePlan(query, f"rollup_{grain}" if grain else "raw")
+
+
+def parse_flags(text: str, parameter: str) -> int:
+    """A quality mask from flag names and/or integers, comma separated (`spike,stuck`, `6`,
+    `spike,16`); InputError names the unknown part and the valid names."""
+    mask = 0
+    for part in (p.strip().lower() for p in text.split(",")):
+        if not part:
+            continue
+        if part.isdigit() and int(part) <= 32767:
+            mask |= int(part)
+        elif part in QUALITY_FLAGS:
+            mask |= QUALITY_FLAGS[part]
+        else:
+            raise InputError(f"{parameter}: '{part[:40]}' is not a quality flag: use "
+                             f"{', '.join(QUALITY_FLAGS)} or an integer mask (0-32767)")
+    return mask
+
+
+def wants_quality(include: list[str] | None) -> bool:
+    """True when `include` asks for the quality column; InputError on anything else."""
+    names = {p.strip() for item in include or [] for p in item.split(",") if p.strip()}
+    unknown = names - {"quality"}
+    if unknown:
+        raise InputError(f"include: unknown column '{sorted(unknown)[0][:40]}': use quality")
+    return "quality" in names

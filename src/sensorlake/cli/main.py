@@ -19,6 +19,7 @@ from sensorlake.cli import (
     run,
     simulate,
     status,
+    tariffs,
     tokens,
 )
 from sensorlake.cli import poll as poll_cli
@@ -62,6 +63,7 @@ run_app.command("ingest")(roles.ingest)  # MQTT (cli/run_roles.py) or, with the 
 app.command("mosquitto-config")(mosquitto.mosquitto_config)
 app.add_typer(edge.app, name="edge")
 app.add_typer(simulate.app, name="simulate")
+app.add_typer(tariffs.app, name="tariffs")
 
 
 def _version(value: bool) -> None:

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from sensorlake.derived.base import SERIES_COLUMNS, DerivedRequest, load_all
 from sensorlake.derived.timezones import device_timezone
+from sensorlake.errors import ConfigError
 from sensorlake.store.base import ReadingQuery
 
 
@@ -32,7 +33,11 @@ def request_for(runtime: Any, query: ReadingQuery) -> DerivedRequest:
         return dict(device.tags) if device else {}
 
     def timezone_of(device_id: str) -> str:
-        return device_timezone(tags_of(device_id), tenant, time.tenants, time.timezone)
+        try:
+            return device_timezone(tags_of(device_id), tenant, time.tenants, time.timezone)
+        except ConfigError as exc:
+            raise ConfigError(f"device '{device_id}': its `tz` tag: {exc} (fix it with "
+                              "`sensorlake devices add` or a devices.yaml import)") from None
 
     return DerivedRequest(tenant=tenant, device_ids=tuple(ids), start=query.start,
                           end=query.end, every=query.every, read=runtime.hot.readings,

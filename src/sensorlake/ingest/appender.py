@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Sequence
 from concurrent.futures import Future
 
+from sensorlake.errors import MessageTooLarge
 from sensorlake.log.base import AppendResult, Envelope, Log
 
 Pending = list[tuple[Sequence[Envelope], asyncio.Future[AppendResult]]]
@@ -28,6 +29,7 @@ class LogAppender:
         self._pending: dict[asyncio.AbstractEventLoop, Pending] = {}
 
     async def append(self, envelopes: Sequence[Envelope]) -> AppendResult:
+        check_sizes(self.log, envelopes)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
         pending = self._pending.get(loop)
@@ -45,6 +47,20 @@ class LogAppender:
             _settle_all(pending, exc)
             return
         done.add_done_callback(lambda outcome: _wake(loop, pending, outcome))
+
+
+def check_sizes(log: Log, envelopes: Sequence[Envelope]) -> None:
+    """MessageTooLarge naming the device when an envelope is over the log's message limit
+    (JetStream: the server's max_payload); checked before anything of the request is sent."""
+    limit = getattr(log, "max_message_bytes", None)
+    if limit is None:
+        return
+    for e in envelopes:
+        if len(e.payload) > limit:
+            raise MessageTooLarge(
+                f"the envelope of device '{e.device_id}' is {len(e.payload):,} bytes, over the "
+                f"log's limit of {limit:,} bytes per message (NATS max_payload): send its "
+                "readings in several smaller envelopes")
 
 
 def _wake(loop: asyncio.AbstractEventLoop, pending: Pending,

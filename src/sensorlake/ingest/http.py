@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sensorlake.auth.tokens import Action, Principal, authorize
-from sensorlake.errors import AuthError, Backpressure, InputError, TransientError
+from sensorlake.errors import (
+    AuthError,
+    Backpressure,
+    InputError,
+    MessageTooLarge,
+    TransientError,
+)
 from sensorlake.ingest.body import BodyTooLarge, read_body
 from sensorlake.ingest.envelopes import parse_body
 
@@ -63,6 +69,8 @@ async def accept(runtime: Runtime, authorization: str | None,
         return _error(400, str(exc))
     try:
         result = await runtime.appender.append(parsed.envelopes)
+    except MessageTooLarge as exc:
+        return _error(413, str(exc))
     except Backpressure as exc:
         retry = max(runtime.settings.http.retry_after_seconds, round(exc.retry_after))
         return _error(503, str(exc), {"Retry-After": str(retry)})

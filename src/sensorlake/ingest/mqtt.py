@@ -15,6 +15,7 @@ was not acknowledged; the log ignores message ids it already holds, so nothing i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -80,6 +81,12 @@ class _Group:
     refused: int = field(default=0)
 
 
+@functools.lru_cache(maxsize=4096)
+def _principal(route: Route) -> Principal:
+    """The ingest principal a route's messages act as (routes are cached per topic)."""
+    return Principal(f"mqtt:{route.name}", Role.INGEST, route.tenant, route.device)
+
+
 def envelopes_of(route: Route | None, topic: str, payload: bytes,
                  received_us: int) -> tuple[list[Envelope], bool]:
     """The envelopes of one MQTT message, and whether it was refused. Refused bytes still
@@ -93,7 +100,7 @@ def envelopes_of(route: Route | None, topic: str, payload: bytes,
         digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
         return [Envelope(f"{route.tenant}/{route.device}/sha/{digest}", route.tenant,
                          route.device, source, route.codec, payload, received_us)], False
-    principal = Principal(f"mqtt:{route.name}", Role.INGEST, route.tenant, route.device)
+    principal = _principal(route)
     try:
         parsed = parse_body(payload, principal, received_us, source)
     except AuthError:  # the envelope claims another device than its topic

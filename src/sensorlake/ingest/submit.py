@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sensorlake.errors import AuthError, Backpressure, TransientError
+from sensorlake.errors import AuthError, Backpressure, MessageTooLarge, TransientError
 from sensorlake.ingest.http import Reply
 from sensorlake.log.base import AppendResult, Envelope
 
@@ -48,6 +48,8 @@ async def append(runtime: Runtime, envelopes: Sequence[Envelope]
         return AppendResult()
     try:
         result = await runtime.appender.append(envelopes)
+    except MessageTooLarge as exc:
+        return Reply(413, {"detail": str(exc)})
     except Backpressure as exc:
         retry = max(runtime.settings.http.retry_after_seconds, round(exc.retry_after))
         return Reply(503, {"detail": str(exc)}, {"Retry-After": str(retry)})

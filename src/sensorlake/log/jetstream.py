@@ -129,6 +129,17 @@ class JetStreamLog:
 
     # -- append ------------------------------------------------------------------------------
 
+    HEADER_ROOM = 2048
+    """Bytes kept for the headers of a message (ids, tenant, device, source, codec, seq)."""
+
+    @property
+    def max_message_bytes(self) -> int | None:
+        """The largest payload NATS accepts in one message (its max_payload, less headers)."""
+        nc = getattr(self, "nc", None)
+        if nc is None or not getattr(nc, "max_payload", 0):
+            return None
+        return int(nc.max_payload) - self.HEADER_ROOM
+
     def submit(self, envelopes: Sequence[Envelope]) -> Future[AppendResult]:
         if self._closed:
             raise LogClosed(f"JetStream log {self.settings.stream} is closed")

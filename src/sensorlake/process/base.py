@@ -11,9 +11,10 @@ the log envelope it came from (so quarantine can keep the raw bytes). Sinks drop
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -60,6 +61,30 @@ CALIBRATION_SCHEMA = pa.schema(
 )
 """Per (device, metric) linear calibration: stored = raw * scale + offset."""
 
+DEVICE_TAG_SCHEMA = pa.schema(
+    [
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("tag", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+    ]
+)
+"""Registry tags, one row per (device, tag) (the quality stage reads `cadence`, `expected.*`)."""
+
+PREVIOUS_SCHEMA = pa.schema(
+    [
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+    ]
+)
+"""The newest stored reading of a (tenant, device, metric) key, as `Context.previous` gives."""
+
+PreviousLookup = Callable[[pa.Table], pa.Table]
+"""Keys (tenant, device_id, metric) -> PREVIOUS_SCHEMA rows of those the hot store holds."""
+
 
 def empty_working() -> pa.Table:
     return WORKING_SCHEMA.empty_table()
@@ -91,6 +116,9 @@ class Context:
     devices: pa.Table = field(default_factory=DEVICE_SCHEMA.empty_table)
     calibrations: pa.Table = field(default_factory=CALIBRATION_SCHEMA.empty_table)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    device_tags: pa.Table = field(default_factory=DEVICE_TAG_SCHEMA.empty_table)
+    previous: PreviousLookup | None = None
+    """The hot store's newest reading per key (seeds the quality stage's state), if any."""
 
 
 @runtime_checkable
@@ -100,3 +128,27 @@ class Stage(Protocol):
     name: str
 
     def process(self, batch: Batch, ctx: Context) -> Batch: ...
+
+
+def device_tag_table(devices: Sequence[Any]) -> pa.Table:
+    """DEVICE_TAG_SCHEMA rows from registry devices (objects with tenant, id, tags)."""
+    return pa.Table.from_pylist(
+        [{"tenant": d.tenant, "device_id": d.id, "tag": k, "value": str(v)}
+         for d in devices for k, v in d.tags.items()], schema=DEVICE_TAG_SCHEMA)
+
+
+def commit_stages(stages: Sequence[object]) -> None:
+    """Tell stateful stages that the batch they last processed is committed."""
+    for stage in stages:
+        commit = getattr(stage, "commit", None)
+        if commit is not None:
+            commit()
+
+
+def rollback_stages(stages: Sequence[object]) -> None:
+    """Tell stateful stages to forget what the batches since the last commit taught them
+    (the batch will be processed again: retry, bisection)."""
+    for stage in stages:
+        rollback = getattr(stage, "rollback", None)
+        if rollback is not None:
+            rollback()

@@ -6,8 +6,9 @@ from sensorlake.process.aqi import AqiStage
 from sensorlake.process.base import Stage
 from sensorlake.process.dedup import DedupStage
 from sensorlake.process.enrich import EnrichStage
+from sensorlake.process.quality import QualityStage
 from sensorlake.process.validate import ValidateStage
 
 
 def default_stages() -> list[Stage]:
-    return [ValidateStage(), DedupStage(), EnrichStage(), AqiStage()]
+    return [ValidateStage(), DedupStage(), EnrichStage(), QualityStage(), AqiStage()]

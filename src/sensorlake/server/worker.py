@@ -33,7 +33,7 @@ from sensorlake.log.base import LogBatch
 from sensorlake.log.jetstream_consumer import Delivery, WorkQueue
 from sensorlake.log.memory import Row, build_batch
 from sensorlake.pipeline import Worker, WorkerStats, quarantine_rows
-from sensorlake.process.base import Batch, Context, Stage
+from sensorlake.process.base import Batch, Context, Stage, commit_stages, rollback_stages
 from sensorlake.process.stages import default_stages
 from sensorlake.store.base import HOT_SCHEMA, QUARANTINE_SCHEMA
 from sensorlake.store.postgres import PostgresStore
@@ -94,6 +94,7 @@ class ServerWorker:
                 [d.row for d in last_chance], limit)])
         offsets = [d.offset for d in deliveries]
         if not self._commit(readings, offsets, rejects, deliveries, stop):
+            rollback_stages(self.stages)
             return 0  # stopping while the store is down: leave them unacknowledged
         self.queue.ack(deliveries)
         self.stats.messages += len(deliveries)
@@ -138,6 +139,7 @@ class ServerWorker:
                 backoff = min(backoff * 2, 2.0)
                 continue
             self.waiting_since = None
+            commit_stages(self.stages)
             self.stats.stored += stored
             self.stats.last_hot_commit = datetime.now(UTC)
             return True
@@ -167,6 +169,7 @@ class ServerWorker:
                     batches += 1
                 backoff = 0.2
             except TransientError as exc:  # NATS unreachable: wait and fetch again
+                rollback_stages(self.stages)
                 self._note_error(exc)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)

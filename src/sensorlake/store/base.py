@@ -101,6 +101,17 @@ class ReadingQuery:
     """With `every`: local calendar days or months of each device (store/rollup_query.py)."""
     rollup: str | None = None
     """The rollup grain the planner chose (1m, 1h, 1d, 1mo); None reads raw readings."""
+    require_quality: int = 0
+    """Keep only readings whose `quality` has any of these bits (0 = no such filter)."""
+    with_quality: bool = False
+    """Raw readings only (every is None): add each reading's `quality` column."""
+
+
+def series_schema(query: ReadingQuery) -> pa.Schema:
+    """SERIES_SCHEMA, plus `quality` (int16) for raw readings asked `with_quality`."""
+    if query.with_quality and query.every is None:
+        return SERIES_SCHEMA.append(pa.field("quality", pa.int16()))
+    return SERIES_SCHEMA
 
 
 @runtime_checkable

@@ -28,7 +28,13 @@ import pyarrow.compute as pc
 from sensorlake.errors import NotFound, QueryTimeout, SinkUnavailable
 from sensorlake.model import READING_SCHEMA
 from sensorlake.store import rollup_query, rollups
-from sensorlake.store.base import LATEST_SCHEMA, SERIES_SCHEMA, WINDOW_SCHEMA, ReadingQuery
+from sensorlake.store.base import (
+    LATEST_SCHEMA,
+    SERIES_SCHEMA,
+    WINDOW_SCHEMA,
+    ReadingQuery,
+    series_schema,
+)
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.memory import conform, dedupe_first
 from sensorlake.store.query import (
@@ -378,7 +384,7 @@ class DuckDBStore:
             if self.rollups is not None and query.calendar is not None:
                 cur.register("rollup_devices", self.rollups.devices())
             table = cur.sql(sql, params=params).to_arrow_table()
-        return _conform_series(table)
+        return _conform_series(table, series_schema(query))
 
     def stream(self, query: ReadingQuery, batch_rows: int = 65_536,
                timeout: float | None = None) -> Iterator[pa.RecordBatch]:
@@ -391,8 +397,9 @@ class DuckDBStore:
             if self.rollups is not None and query.calendar is not None:
                 cur.register("rollup_devices", self.rollups.devices())
             reader = cur.sql(sql, params=params).to_arrow_reader(batch_rows)
+            schema = series_schema(query)
             for batch in reader:
-                yield batch.cast(SERIES_SCHEMA)
+                yield batch.cast(schema)
 
     def latest(self, tenant: str, metrics: tuple[str, ...] | None = None,
                device_ids: tuple[str, ...] | None = None) -> pa.Table:
@@ -428,10 +435,10 @@ class DuckDBStore:
             self._conn.close()
 
 
-def _conform_series(table: pa.Table) -> pa.Table:
-    """SERIES_SCHEMA columns cast, any extra columns (coverage, revised, final) after them."""
-    base = table.select(SERIES_SCHEMA.names).cast(SERIES_SCHEMA)
+def _conform_series(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`schema`'s columns cast, any extra columns (coverage, revised, final) after them."""
+    base = table.select(schema.names).cast(schema)
     for name in table.column_names:
-        if name not in SERIES_SCHEMA.names:
+        if name not in schema.names:
             base = base.append_column(name, table.column(name))
     return base

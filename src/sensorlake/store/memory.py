@@ -22,6 +22,7 @@ from sensorlake.store.base import (
     SERIES_SCHEMA,
     WINDOW_SCHEMA,
     ReadingQuery,
+    series_schema,
 )
 from sensorlake.store.query import matches_nothing, utc, width_us
 
@@ -96,9 +97,12 @@ class MemoryStore:
         rows = rows.filter((ts_us >= start) & (ts_us < end))
         if query.exclude_quality:
             rows = rows.filter((pl.col("quality").cast(pl.Int64) & query.exclude_quality) == 0)
+        if query.require_quality:
+            rows = rows.filter((pl.col("quality").cast(pl.Int64) & query.require_quality) != 0)
         if query.every is None:
             out = rows.sort(["device_id", "metric", "ts", "value"]).select(
-                "device_id", "metric", "ts", "value", pl.lit(1, pl.Int64).alias("count"))
+                "device_id", "metric", "ts", "value", pl.lit(1, pl.Int64).alias("count"),
+                *(["quality"] if query.with_quality else []))
         else:
             w = width_us(query.every)
             value = pl.col("value")
@@ -124,7 +128,7 @@ class MemoryStore:
                              | ((pl.col("device_id") == device) & (pl.col("metric") > metric))
                              | ((pl.col("device_id") == device) & (pl.col("metric") == metric)
                                 & (ts_key > _epoch_us(at))))
-        return out.head(query.limit).to_arrow().cast(SERIES_SCHEMA)
+        return out.head(query.limit).to_arrow().cast(series_schema(query))
 
     def latest(self, tenant: str, metrics: tuple[str, ...] | None = None,
                device_ids: tuple[str, ...] | None = None) -> pa.Table:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -41,6 +42,7 @@ from sensorlake.store.base import (
     WINDOW_SCHEMA,
     Lake,
     ReadingQuery,
+    series_schema,
 )
 from sensorlake.store.memory import conform, dedupe_first
 from sensorlake.store.pg_copy import copy_in, copy_out, us_expr
@@ -343,35 +345,36 @@ class PostgresStore:
         if not files:
             parts = [Part("readings", utc(query.start), utc(query.end))]
             text, params = series_sql(query, parts, POSTGRES)
-            return self._fetch_series(text, params)
+            return self._fetch_series(text, params, series_schema(query))
         return self._mixed(query, files, horizon)
 
-    def _fetch_series(self, text: str, params: list[object]) -> pa.Table:
+    def _fetch_series(self, text: str, params: list[object],
+                      schema: pa.Schema = SERIES_SCHEMA) -> pa.Table:
         with self._read("query") as conn:
             rows = conn.execute(text, params).fetchall()  # type: ignore[arg-type]
-        return _series_table(rows)
+        return _series_table(rows, schema)
 
     def _mixed(self, query: ReadingQuery, files: list[str], horizon: datetime) -> pa.Table:
         """Lake files (before the horizon) and hot rows (after it) in one DuckDB query."""
-        hot = SERIES_SCHEMA.empty_table()
-        if utc(query.end) > horizon:
-            raw = ReadingQuery(query.tenant, query.metrics, horizon, query.end,
-                               query.device_ids)
+        hot = HOT_ROWS.empty_table()
+        if utc(query.end) > horizon:  # every hot row of the range, with its quality: the
+            # DuckDB query below applies the quality filters to hot and lake rows alike
+            raw = replace(query, start=horizon, every=None, after=None, with_quality=True,
+                          exclude_quality=0, require_quality=0)
             text, params = source_sql(raw, [Part("readings", horizon, utc(query.end))], POSTGRES)
             with self._read("query") as conn:
                 rows = conn.execute(text, params).fetchall()  # type: ignore[arg-type]
-            hot = _series_table([(*r, 1) for r in rows])
+            hot = _series_table(rows, HOT_ROWS)
         cold = read_lake_files(self.lake, files)
         db = duckdb.connect()
         try:
-            db.execute("SET TimeZone = 'UTC'")
-            hot = hot.drop_columns(["count"])  # rows of query.tenant only (filtered in PG)
+            db.execute("SET TimeZone = 'UTC'")  # hot: rows of query.tenant only (PG filtered)
             db.register("hot_rows", hot.append_column(
                 "tenant", pa.array([query.tenant] * hot.num_rows, pa.string())))
             db.register("cold_rows", cold)
             parts = plan_parts(query, "hot_rows", "cold_rows", horizon)
             text, params = series_sql(query, parts, DUCKDB)
-            return db.sql(text, params=params).to_arrow_table().cast(SERIES_SCHEMA)
+            return db.sql(text, params=params).to_arrow_table().cast(series_schema(query))
         finally:
             db.close()
 
@@ -420,7 +423,12 @@ def read_lake_files(lake: Lake | None, files: list[str]) -> pa.Table:
                              for f in files])
 
 
-def _series_table(rows: list[tuple[object, ...]]) -> pa.Table:
-    names = SERIES_SCHEMA.names
+HOT_ROWS = pa.schema([*SERIES_SCHEMA.remove(SERIES_SCHEMA.get_field_index("count")),
+                      pa.field("quality", pa.int16())])
+"""Raw hot rows with their quality, as `_mixed` hands them to DuckDB."""
+
+
+def _series_table(rows: list[tuple[object, ...]], schema: pa.Schema = SERIES_SCHEMA) -> pa.Table:
+    names = schema.names
     return pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in rows],
-                                schema=SERIES_SCHEMA)
+                                schema=schema)

@@ -29,6 +29,9 @@ class Dialect:
     """Bucket start of `ts`, aligned to the Unix epoch in UTC; `{us}` is the width in µs."""
     first: str
     last: str
+    in_array: str
+    """`{column}` is one of the strings of one array parameter (long IN lists: binding one
+    parameter per value costs DuckDB ~40 µs each, 45 ms for a 1,000-device scope)."""
 
 
 DUCKDB = Dialect(
@@ -37,6 +40,7 @@ DUCKDB = Dialect(
     bucket="time_bucket(to_microseconds({us}::BIGINT), ts, TIMESTAMPTZ '1970-01-01 00:00:00+00')",
     first="arg_min(value, ts)",
     last="arg_max(value, ts)",
+    in_array="{column} IN (SELECT unnest(?::VARCHAR[]))",
 )
 
 POSTGRES = Dialect(  # for the server profile's store; not exercised by the tests yet
@@ -45,6 +49,7 @@ POSTGRES = Dialect(  # for the server profile's store; not exercised by the test
     bucket="date_bin(make_interval(secs => {us} / 1e6), ts, TIMESTAMPTZ '1970-01-01 00:00:00+00')",
     first="(array_agg(value ORDER BY ts))[1]",
     last="(array_agg(value ORDER BY ts DESC))[1]",
+    in_array="{column} = ANY(%s::text[])",
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -94,7 +99,13 @@ def read_parquet(files: Sequence[str]) -> str:
     return f"read_parquet([{quoted}], hive_partitioning = true)"
 
 
+IN_LIST_MAX = 8
+"""Up to this many values are bound one parameter each; more go as one array parameter."""
+
+
 def _in(column: str, values: Sequence[str], d: Dialect) -> tuple[str, list[object]]:
+    if len(values) > IN_LIST_MAX:
+        return d.in_array.format(column=column), [list(values)]
     return f"{column} IN ({', '.join(d.param for _ in values)})", list(values)
 
 
@@ -120,10 +131,14 @@ def source_sql(query: ReadingQuery, parts: Sequence[Part],
         if query.exclude_quality:
             where.append(f"(quality & {d.param}) = 0")
             more.append(int(query.exclude_quality))
+        if query.require_quality:
+            where.append(f"(quality & {d.param}) <> 0")
+            more.append(int(query.require_quality))
         if query.after is not None and query.every is None:
             where.append(f"(device_id, metric, ts) > ({d.param}, {d.param}, {d.param})")
             more.extend(query.after)
-        selects.append(f"SELECT device_id, metric, ts, value FROM {part.relation} "
+        columns = "device_id, metric, ts, value" + (", quality" if query.with_quality else "")
+        selects.append(f"SELECT {columns} FROM {part.relation} "
                        f"WHERE {' AND '.join(where)}")
         params.extend(more)
     return "\nUNION ALL\n".join(selects), params
@@ -135,7 +150,8 @@ def series_sql(query: ReadingQuery, parts: Sequence[Part],
     src, params = source_sql(query, parts, d)
     if query.every is None:
         sql = (f"WITH src AS ({src})\n"
-               "SELECT device_id, metric, ts, value, CAST(1 AS BIGINT) AS count FROM src\n"
+               "SELECT device_id, metric, ts, value, CAST(1 AS BIGINT) AS count"
+               f"{', quality' if query.with_quality else ''} FROM src\n"
                f"ORDER BY device_id, metric, ts, value LIMIT {d.param}")
         return sql, [*params, query.limit]
     aggs = {

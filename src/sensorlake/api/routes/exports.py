@@ -23,7 +23,7 @@ from sensorlake.api.deps import RuntimeDep
 from sensorlake.api.ranges import RangeParams, plan_range
 from sensorlake.api.routes.readings import ERRORS, requested_devices
 from sensorlake.errors import InputError
-from sensorlake.store.base import SERIES_SCHEMA
+from sensorlake.store.base import SERIES_SCHEMA, series_schema
 
 router = APIRouter(prefix="/api/v1", tags=["exports"])
 
@@ -51,9 +51,10 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def encode(batches: Iterator[pa.RecordBatch], fmt: str, deadline: float) -> Iterator[bytes]:
-    """Bytes of `fmt` for a stream of SERIES_SCHEMA batches; stops at `deadline`."""
-    schema = SERIES_SCHEMA
+def encode(batches: Iterator[pa.RecordBatch], fmt: str, deadline: float,
+           schema: pa.Schema = SERIES_SCHEMA) -> Iterator[bytes]:
+    """Bytes of `fmt` for a stream of `schema` batches (SERIES_SCHEMA, plus `quality` with
+    include=quality); stops at `deadline`."""
     if fmt == "parquet":
         sink = _Sink()
         writer = pq.ParquetWriter(sink, schema, compression="zstd")
@@ -110,5 +111,5 @@ def export(runtime: RuntimeDep, access: AccessDep,
     deadline = time.monotonic() + settings.export_timeout_seconds
     name = f"sensorlake-{access.tenant_id}-{query.start:%Y%m%dT%H%M}-{query.end:%Y%m%dT%H%M}"
     return StreamingResponse(
-        encode(batches, format, deadline), media_type=MEDIA[format],
+        encode(batches, format, deadline, series_schema(query)), media_type=MEDIA[format],
         headers={"Content-Disposition": f'attachment; filename="{name}.{format}"'})

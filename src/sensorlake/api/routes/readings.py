@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import polars as pl
 import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Query
 from starlette.responses import Response
@@ -16,7 +17,8 @@ from sensorlake.api.encode import frame, iso_columns, rows_json
 from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cursor, plan_range
 from sensorlake.derived.base import SERIES_COLUMNS
 from sensorlake.derived.serve import combine, derived_readings, split_metrics
-from sensorlake.errors import InputError, QueryTimeout
+from sensorlake.errors import ConfigError, InputError, QueryTimeout
+from sensorlake.model import QUALITY_FLAGS
 from sensorlake.timeparse import format_duration
 
 __all__ = ["build_query", "router"]
@@ -64,7 +66,7 @@ def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
         plan = plan_range(tenant, devices, params, settings.max_points, settings.auto_points,
                           count, rollups=getattr(runtime.hot, "rollups", None) is not None)
         table = read_plan(runtime, plan, settings.query_timeout_seconds)
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         raise HTTPException(422, str(exc)) from None
     except QueryTimeout as exc:
         raise HTTPException(504, str(exc)) from None
@@ -80,12 +82,43 @@ def read_plan(runtime: Any, plan: RangePlan, timeout: float) -> pa.Table:
     stored_rows = runtime.hot.readings(replace(query, metrics=stored), timeout=timeout) \
         if stored else None
     table = combine(stored_rows, derived_readings(runtime, query, derived))
+    table = table.sort_by([("device_id", "ascending"), ("metric", "ascending"),
+                           ("ts", "ascending")])
+    if query.after is not None:
+        table = after_cursor(table, query.after)
     return table.slice(0, query.limit)
+
+
+def after_cursor(table: pa.Table, after: tuple[str, str, datetime]) -> pa.Table:
+    """The rows after a `meta.next` cursor in (device_id, metric, ts) order (derived series
+    are computed whole, so paging cuts them here)."""
+    device, metric, at = after
+    d, m, t = pl.col("device_id"), pl.col("metric"), pl.col("ts")
+    later = (d > device) | ((d == device) & (m > metric)) | (
+        (d == device) & (m == metric) & (t > pl.lit(at).dt.convert_time_zone("UTC")))
+    return frame(table).filter(later).to_arrow()
 
 
 def extra_columns(table: pa.Table) -> list[str]:
     """Columns a derived series adds (category, colour, status ...), in table order."""
     return [c for c in table.column_names if c not in SERIES_COLUMNS.names]
+
+
+def flag_columns(plan: RangePlan, table: pa.Table) -> list[str]:
+    """`flags` (the names of the quality bits) when include=quality asked for them."""
+    return ["flags"] if plan.query.with_quality and "quality" in table.column_names else []
+
+
+def with_flag_names(data: pl.DataFrame, plan: RangePlan) -> pl.DataFrame:
+    """Adds `flags`: the names of each row's quality bits, lowest first (`[]` for none,
+    null where a derived series has no quality). Vectorized: one expression per bit."""
+    if not plan.query.with_quality or "quality" not in data.columns:
+        return data
+    quality = pl.col("quality").cast(pl.Int32)
+    names = pl.concat_list([
+        pl.when((quality & bit) != 0).then(pl.lit(name)).otherwise(pl.lit(None, pl.String))
+        for name, bit in QUALITY_FLAGS.items()]).list.drop_nulls()
+    return data.with_columns(flags=pl.when(quality.is_not_null()).then(names))
 
 
 def meta(plan: RangePlan, table: pa.Table) -> dict[str, Any]:
@@ -109,8 +142,9 @@ def device_readings(device_id: str, runtime: RuntimeDep, access: AccessDep,
     access.device(device_id, "read_readings")
     plan, table = run_range(runtime, access.tenant_id, (device_id,), params)
     columns = ["ts", "value", *(["metric"] if len(plan.query.metrics) > 1 else []),
-               *(["count"] if plan.query.every else []), *extra_columns(table)]
-    rows = iso_columns(frame(table).select(columns))
+               *(["count"] if plan.query.every else []), *extra_columns(table),
+               *flag_columns(plan, table)]
+    rows = iso_columns(with_flag_names(frame(table), plan).select(columns))
     return json_response({"meta": {"device": device_id, **meta(plan, table)},
                           "results": rows_json(rows)})
 
@@ -123,8 +157,8 @@ def readings(runtime: RuntimeDep, access: AccessDep, params: RangeDep,
     devices = requested_devices(access, device, "read_readings")
     plan, table = run_range(runtime, access.tenant_id, devices, params)
     columns = ["device_id", "metric", "ts", "value", *(["count"] if plan.query.every else []),
-               *extra_columns(table)]
-    rows = iso_columns(frame(table).select(columns))
+               *extra_columns(table), *flag_columns(plan, table)]
+    rows = iso_columns(with_flag_names(frame(table), plan).select(columns))
     return json_response({"meta": meta(plan, table), "results": rows_json(rows)})
 
 
