@@ -184,8 +184,10 @@ def queries(folder: Path, total: int, devices: int) -> list[tuple[str, str]]:
                                (f"30 days daily, {devices} devices", month, "1d")):
         rolled = _median_ms(lambda q=query, g=grain: store.readings(replace(q, rollup=g)))
         raw = _median_ms(lambda q=query: store.readings(q))
-        rows.append((f"{name}: rollup_{grain} / raw", f"{rolled:,.1f} ms / {raw:,.1f} ms "
-                     f"({raw / rolled:,.0f}x)"))
+        ratio = f"{raw / rolled:,.1f}x faster" if raw >= rolled else \
+            f"{rolled / raw:,.1f}x slower"
+        rows.append((f"{name}: rollup_{grain} / raw",
+                     f"{rolled:,.1f} ms / {raw:,.1f} ms ({ratio})"))
     store.close()
     return rows
 

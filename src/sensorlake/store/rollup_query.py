@@ -89,18 +89,24 @@ def calendar_sql(query: ReadingQuery, grain: str, final_after: timedelta,
 def fixed_sql(query: ReadingQuery, grain: str, edges: list[list[Part]],
               final_after: timedelta, now: datetime) -> tuple[str, list[object]]:
     """`every` buckets from whole `grain` rollup rows inside the range plus the raw rows of
-    the partial grain buckets at its edges (`edges`: the parts of each edge range)."""
+    the partial grain buckets at its edges (`edges`: the parts of each edge range). When
+    `every` is the grain, inner rows are served as stored (no re-aggregation)."""
     assert query.every is not None
     width = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}[grain]
     inner_start, inner_end = _ceil(query.start, width), _floor(query.end, width)
     us = query.every // timedelta(microseconds=1)
-    where, params = _filters(query.tenant, query.metrics, query.device_ids, DUCKDB)
+    where, inner_params = _filters(query.tenant, query.metrics, query.device_ids, DUCKDB)
     where += ["bucket >= ?", "bucket < ?"]
-    params += [inner_start, inner_end]
-    selects = [f"SELECT device_id, metric, {EPOCH_BUCKET.format(us=us, col='bucket')} AS b, "
-               "count AS n, sum AS s, min AS mn, max AS mx, first AS f, first_ts AS f_ts, "
-               "last AS l, last_ts AS l_ts, interval_s AS iv, revised AS rv "
-               f"FROM rollup_{grain} WHERE {' AND '.join(where)}"]
+    inner_params += [inner_start, inner_end]
+    inner_where = " AND ".join(where)
+    selects, params = [], []
+    one_to_one = query.every == width
+    if not one_to_one:
+        selects.append(f"SELECT device_id, metric, {EPOCH_BUCKET.format(us=us, col='bucket')} "
+                       "AS b, count AS n, sum AS s, min AS mn, max AS mx, first AS f, "
+                       "first_ts AS f_ts, last AS l, last_ts AS l_ts, interval_s AS iv, "
+                       f"revised AS rv FROM rollup_{grain} WHERE {inner_where}")
+        params += inner_params
     for parts in edges:
         if not parts:
             continue
@@ -110,19 +116,25 @@ def fixed_sql(query: ReadingQuery, grain: str, edges: list[list[Part]],
                        "value AS l, ts AS l_ts, CAST(NULL AS DOUBLE) AS iv, FALSE AS rv "
                        f"FROM ({src}) e")
         params += more
-    having, more = "", []
-    if query.after is not None:
-        having, more = "HAVING (device_id, metric, b) > (?, ?, ?) ", list(query.after)
-    every_s = us / 1e6
-    final = f"b + to_microseconds({us}::BIGINT) + {_grace(final_after)} <= {_now(now)}"
-    sql = (f"WITH p AS ({' UNION ALL '.join(selects)}) "
-           f"SELECT device_id, metric, b AS ts, {MANY[query.agg]} AS value, "
-           "CAST(sum(n) AS BIGINT) AS count, "
-           f"least(100.0, 100.0 * sum(n) * median(iv) / {every_s}) AS coverage, "
-           f"bool_or(rv) AS revised, {final} AS final "
-           f"FROM p GROUP BY device_id, metric, b {having}"
+    grace, at = _grace(final_after), _now(now)
+    final = f"b + to_microseconds({us}::BIGINT) + {grace} <= {at}"
+    outputs = []
+    if one_to_one:
+        outputs.append(f"SELECT device_id, metric, bucket AS ts, {ONE[query.agg]} AS value, "
+                       f"count, coverage, revised, bucket_end + {grace} <= {at} AS final "
+                       f"FROM rollup_{grain} WHERE {inner_where}")
+    if selects:
+        outputs.append(
+            f"SELECT device_id, metric, b AS ts, {MANY[query.agg]} AS value, "
+            "CAST(sum(n) AS BIGINT) AS count, "
+            f"least(100.0, 100.0 * sum(n) * median(iv) / {us / 1e6}) AS coverage, "
+            f"bool_or(rv) AS revised, {final} AS final "
+            f"FROM ({' UNION ALL '.join(selects)}) p GROUP BY device_id, metric, b")
+    all_params = [*(inner_params if one_to_one else []), *params]
+    after, more = _after(query, "ts")
+    sql = (f"SELECT * FROM ({' UNION ALL '.join(outputs)}) r WHERE TRUE{after} "
            "ORDER BY device_id, metric, ts LIMIT ?")
-    return sql, [*params, *more, query.limit]
+    return sql, [*all_params, *more, query.limit]
 
 
 def edge_ranges(query: ReadingQuery, grain: str) -> list[tuple[datetime, datetime]]:
