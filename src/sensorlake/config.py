@@ -444,8 +444,8 @@ class RollupSettings(Section):
 
     enabled: bool = Field(True, description="Maintain rollups in the hot store.")
     refresh_seconds: float = Field(
-        2.0, ge=0, description="The worker recomputes dirty rollup buckets this often (after "
-        "a batch); a rollup query refreshes first anyway.")
+        2.0, ge=0, description="The worker recomputes dirty rollup buckets this often; a "
+        "rollup query refreshes first anyway (read your writes).")
     final_after_seconds: float = Field(
         300, ge=0, description="A bucket is final this long after its end; a later change "
         "to a final bucket marks it revised.")
