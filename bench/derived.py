@@ -13,7 +13,8 @@ path, and range queries from rollups versus raw.
 3. Queries against `--query-readings` readings (500 devices, 30 days, half of them in a
    half-hour zone): "24 h at 1 min for one device" and "30 days daily for 500 devices",
    from rollups and from raw (median of 5 runs).
-4. AQI over 10 million readings: `time_aqi` is the hook (the AQI series add their timing).
+4. AQI over `--readings`: the per-reading stage, and the NowCast, DAQI and daily series
+   over as many hourly means (bench/_aqi.py).
 """
 
 from __future__ import annotations
@@ -193,9 +194,21 @@ def queries(folder: Path, total: int, devices: int) -> list[tuple[str, str]]:
 
 
 def time_aqi(folder: Path, total: int) -> list[tuple[str, str]]:
-    """Hook: AQI (NowCast, daily AQI, DAQI) over `total` readings; returns result rows.
-    The AQI series add their timing here; nothing is measured until they exist."""
-    return []
+    """AQI over `total` readings: the per-reading stage (aqi_us, aqi_uk) on `total` raw PM
+    readings, and the NowCast, DAQI and daily series over `total` hourly means (an upper
+    bound: 10M hourly means stand for ~600M readings at one a minute). bench/_aqi.py."""
+    from _aqi import bench_aqi
+
+    figures = bench_aqi(total)
+    stage = figures["aqi_stage"]
+    rows = [(f"AQI stage per reading ({stage['readings']:,} PM readings)",
+             f"{stage['readings_per_s']:,} readings/s ({stage['seconds']} s)")]
+    for name in ("aqi_us_nowcast", "aqi_uk_daqi", "aqi_us_daily"):
+        got = figures[name]
+        rows.append((f"{name} over {figures['hourly_means']:,} hourly means "
+                     f"({figures['devices']:,} devices)",
+                     f"{got['hourly_means_per_s']:,} hourly means/s ({got['seconds']} s)"))
+    return rows
 
 
 def main() -> None:

@@ -7,10 +7,12 @@
 | alerts | every 30s | evaluate the alert rules, store firing/resolved, notify (ops/alerts.py) |
 | import | manual | an ETL import of a CSV/Excel file or folder (ops/etl.py) |
 | replay | manual | rebuild readings from the lake's raw/ (ops/replay.py) |
+| rollups | every 1m | rollup catch-up: recompute the buckets still marked dirty |
+| rollups-rebuild | manual | recompute every rollup in the hot horizon (tz/cadence change) |
 | sensor-community | manual | one Sensor.Community poll (ingest/pollers/sensor_community.py) |
 
-Pollers (Sensor.Community, weather) and the rollup catch-up register their own jobs the same
-way from their modules; add the module to EXTENSIONS so the scheduler imports it.
+Pollers (Sensor.Community, weather) register their own jobs the same way from their
+modules; add the module to EXTENSIONS so the scheduler imports it.
 """
 
 from __future__ import annotations
@@ -69,11 +71,37 @@ def replay(ctx: JobContext) -> dict[str, Any]:
     return run_replay(ctx)
 
 
+def rollup_catch_up(ctx: JobContext) -> dict[str, Any]:
+    """Recompute the rollup buckets still marked dirty (the worker does it every
+    rollups.refresh_seconds while it runs; this catches up after a stop or a replay)."""
+    return _rollups(ctx, rebuild=False)
+
+
+def rollup_rebuild(ctx: JobContext) -> dict[str, Any]:
+    """Recompute every rollup of the hot horizon, e.g. after a device's tz or cadence tag."""
+    return _rollups(ctx, rebuild=True)
+
+
+def _rollups(ctx: JobContext, rebuild: bool) -> dict[str, Any]:
+    hot = ctx.runtime.hot
+    if getattr(hot, "rollups", None) is None or not ctx.runtime.settings.rollups.enabled:
+        ctx.progress(done=1, total=1, rows_done=0)
+        return {"skipped": "this hot store keeps no rollups (rollups.enabled, embedded mode)"}
+    if rebuild:
+        hot.rebuild_rollups()
+    result = hot.refresh_rollups()
+    ctx.progress(done=1, total=1, rows_done=sum(result.rows.values()))
+    return {"minutes": result.minutes, "skipped_old_minutes": result.skipped,
+            "buckets": result.rows}
+
+
 register_job("retention", retention, "every 1h")
 register_job("compact-lake", compact_lake, "every 1h")
 register_job("alerts", alerts, "every 30s")
 register_job("import", etl_import, None)
 register_job("replay", replay, None)
+register_job("rollups", rollup_catch_up, "every 1m")
+register_job("rollups-rebuild", rollup_rebuild, None)
 
 for _module in EXTENSIONS:
     try:
