@@ -445,7 +445,11 @@ class RollupSettings(Section):
     enabled: bool = Field(True, description="Maintain rollups in the hot store.")
     refresh_seconds: float = Field(
         2.0, ge=0, description="The worker recomputes dirty rollup buckets this often; a "
-        "rollup query refreshes first anyway (read your writes).")
+        "rollup query reads what is not refreshed yet from raw (read your writes).")
+    refresh_max_minutes: int = Field(
+        200_000, gt=0, description="Most dirty (device, metric, minute) marks one worker "
+        "refresh handles (whole keys, oldest first): a backlog, e.g. after an upgrade, drains "
+        "over several short refreshes instead of one that blocks the worker.")
     final_after_seconds: float = Field(
         300, ge=0, description="A bucket is final this long after its end; a later change "
         "to a final bucket marks it revised.")

@@ -204,7 +204,7 @@ class Worker:
         if not force and time.monotonic() - self._last_rollup < settings.refresh_seconds:
             return
         clock = time.perf_counter()
-        result = refresh()
+        result = refresh(max_marks=settings.refresh_max_minutes)
         if result.minutes or result.skipped or self._rollups_due:
             self.stats.timed("rollups", clock, result.minutes)
         self._last_rollup = time.monotonic()

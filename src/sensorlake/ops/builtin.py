@@ -89,10 +89,17 @@ def _rollups(ctx: JobContext, rebuild: bool) -> dict[str, Any]:
         return {"skipped": "this hot store keeps no rollups (rollups.enabled, embedded mode)"}
     if rebuild:
         hot.rebuild_rollups()
-    result = hot.refresh_rollups()
-    ctx.progress(done=1, total=1, rows_done=sum(result.rows.values()))
-    return {"minutes": result.minutes, "skipped_old_minutes": result.skipped,
-            "buckets": result.rows}
+    chunk = ctx.runtime.settings.rollups.refresh_max_minutes
+    minutes = skipped = 0
+    buckets: dict[str, int] = {}
+    while True:  # one chunk per transaction, so the worker writes between them
+        result = hot.refresh_rollups(max_marks=chunk)
+        minutes, skipped = minutes + result.minutes, skipped + result.skipped
+        for grain, count in result.rows.items():
+            buckets[grain] = buckets.get(grain, 0) + count
+        ctx.progress(done=minutes, total=minutes + result.left, rows_done=minutes)
+        if not result.left:
+            return {"minutes": minutes, "skipped_old_minutes": skipped, "buckets": buckets}
 
 
 register_job("retention", retention, "every 1h")

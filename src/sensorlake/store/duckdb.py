@@ -296,8 +296,10 @@ class DuckDBStore:
 
     # -- rollups ------------------------------------------------------------------------------
 
-    def refresh_rollups(self, now: datetime | None = None) -> rollups.RefreshResult:
-        """Recompute the dirty rollup buckets in one transaction (store/rollups.py)."""
+    def refresh_rollups(self, now: datetime | None = None,
+                        max_marks: int | None = None) -> rollups.RefreshResult:
+        """Recompute the dirty rollup buckets in one transaction (store/rollups.py): all, or
+        one chunk of about `max_marks` dirty minutes (`result.left` says what is left)."""
         if self.rollups is None or self._read_only:
             return rollups.RefreshResult()
         now = utc(now or self._clock())
@@ -305,7 +307,8 @@ class DuckDBStore:
             cur = self._writer
             try:
                 cur.execute("BEGIN TRANSACTION")
-                result = rollups.refresh(cur, self.rollups, now, self.horizon(now))
+                result = rollups.refresh(cur, self.rollups, now, self.horizon(now),
+                                         max_marks)
                 cur.execute("COMMIT")
             except duckdb.Error as exc:
                 with contextlib.suppress(duckdb.Error):
@@ -336,14 +339,6 @@ class DuckDBStore:
         with self._cursor() as cur:
             return cur.sql(f"SELECT * FROM rollup_{grain} ORDER BY tenant, device_id, metric, "
                            "bucket").to_arrow_table()
-
-    def _refresh_for_read(self, tenant: str) -> None:
-        """Read your writes: refresh first when this tenant has dirty buckets."""
-        with self._cursor() as cur:
-            dirty = cur.sql("SELECT count(*) FROM rollup_dirty WHERE tenant = ?",
-                            params=[tenant]).fetchall()[0][0]
-        if dirty:
-            self.refresh_rollups()
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -377,8 +372,20 @@ class DuckDBStore:
         interrupted (QueryTimeout)."""
         if matches_nothing(query):
             return SERIES_SCHEMA.empty_table()
-        if query.rollup is not None and self.rollups is not None and not self._read_only:
-            self._refresh_for_read(query.tenant)
+        if query.rollup is not None and self.rollups is not None:
+            with self._cursor() as cur:
+                cut = rollup_query.dirty_cut(cur, query)
+            if cut is not None:  # read your writes: what is not rolled up yet comes from raw
+                head, tail = rollup_query.split_at(query, cut)
+                parts = [self._read_one(q, timeout) for q in (head, tail) if q is not None]
+                table = pa.concat_tables(parts, promote_options="default")
+                return table.sort_by([("device_id", "ascending"), ("metric", "ascending"),
+                                      ("ts", "ascending")]).slice(0, query.limit)
+        return self._read_one(query, timeout)
+
+    def _read_one(self, query: ReadingQuery, timeout: float | None) -> pa.Table:
+        if matches_nothing(query):
+            return _conform_series(SERIES_SCHEMA.empty_table(), series_schema(query))
         sql, params = self._series(query)
         with self._cursor() as cur, _deadline(cur, timeout):
             if self.rollups is not None and query.calendar is not None:

@@ -162,3 +162,37 @@ def calendar_raw_sql(query: ReadingQuery, parts: list[Part], calendar: str, tz: 
            "CAST(count(*) AS BIGINT) AS count FROM b WHERE bucket >= ? AND bucket < ?"
            f"{after} GROUP BY device_id, metric, bucket ORDER BY device_id, metric, ts LIMIT ?")
     return sql, [*params, query.tenant, utc(query.start), utc(query.end), *more, query.limit]
+
+
+CALENDAR_REACH = {"day": timedelta(hours=26), "month": timedelta(days=32)}
+"""Longer than any local day (25 h) or month (31 d): a day/month starting this long before
+a minute cannot contain it."""
+
+
+def dirty_cut(cur: object, query: ReadingQuery) -> datetime | None:
+    """Where the rollups stop being current for this query: the start of the first `every`
+    bucket (or local day/month) that may hold a minute still marked dirty, or None when no
+    dirty minute is in the query's scope (tenant, devices, metrics, range)."""
+    assert query.every is not None
+    where, params = _filters(query.tenant, query.metrics, query.device_ids, DUCKDB)
+    reach = CALENDAR_REACH.get(query.calendar or "", query.every)
+    where += ["minute >= ?", "minute < ?"]
+    params += [utc(query.start) - reach, utc(query.end)]
+    found = cur.sql(f"SELECT min(minute) FROM rollup_dirty WHERE {' AND '.join(where)}",  # type: ignore[attr-defined]
+                    params=params).fetchall()[0][0]
+    if found is None:
+        return None
+    if query.calendar is not None:
+        return utc(found) - reach
+    return _floor(found, query.every)
+
+
+def split_at(query: ReadingQuery, cut: datetime) -> tuple[ReadingQuery | None, ReadingQuery]:
+    """(the rollup part before `cut`, or None; the raw part from `cut` on). Buckets never
+    straddle `cut`: it is a bucket start (fixed widths) or before every day/month that may
+    hold a dirty minute (calendars: each part keeps the days *starting* in its range)."""
+    from dataclasses import replace
+
+    cut = max(utc(query.start), min(utc(cut), utc(query.end)))
+    head = replace(query, end=cut) if cut > utc(query.start) else None
+    return head, replace(query, start=cut, rollup=None)

@@ -139,6 +139,8 @@ class RefreshResult:
     """Dirty minutes before the hot horizon, dropped without a recompute."""
     rows: dict[str, int] = field(default_factory=dict)
     """Buckets written per grain."""
+    left: int = 0
+    """Dirty marks left for a later call (a refresh with `max_marks`)."""
 
 
 KEY = "tenant, device_id, metric"
@@ -160,6 +162,19 @@ def _ranges(cur: duckdb.DuckDBPyConnection, table: str, max_width_us: int) -> li
     values = cur.sql(f"SELECT DISTINCT epoch_us(bucket) AS b FROM {table}").to_arrow_table()
     return ts_ranges(values.column("b").to_numpy(), gap=max(max_width_us, 3_600_000_000))
 
+
+CHUNK_KEYS = """
+CREATE OR REPLACE TEMP TABLE refresh_keys AS
+SELECT tenant, device_id, metric FROM (
+    SELECT tenant, device_id, metric, n, sum(n) OVER (ORDER BY first_minute, tenant, device_id,
+           metric ROWS UNBOUNDED PRECEDING) AS running
+    FROM (SELECT tenant, device_id, metric, count(*) AS n, min(minute) AS first_minute
+          FROM rollup_dirty GROUP BY ALL))
+WHERE running - n < ?
+"""
+"""The keys of one refresh chunk: oldest first, until about `max_marks` marks (>= one key)."""
+IN_CHUNK = ("EXISTS (SELECT 1 FROM refresh_keys k WHERE k.tenant = rollup_dirty.tenant AND "
+            "k.device_id = rollup_dirty.device_id AND k.metric = rollup_dirty.metric)")
 
 AGG_FROM_RAW = """
 SELECT s.tenant, s.device_id, s.metric, s.bucket, s.bucket + INTERVAL 1 minute AS bucket_end,
@@ -216,21 +231,30 @@ not once per minute row."""
 
 
 def refresh(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime,
-            horizon: datetime) -> RefreshResult:
-    """Recompute every dirty bucket and clear the marks. The caller holds the write lock and
-    runs this inside BEGIN ... COMMIT."""
+            horizon: datetime, max_marks: int | None = None) -> RefreshResult:
+    """Recompute the dirty buckets and clear their marks: all of them, or with `max_marks`
+    the keys (device, metric) holding about that many marks, oldest first, each key whole
+    (so every grain of a key is rebuilt from fresh children). A backlog then drains over
+    several short calls; queries read what is still dirty from raw. The caller holds the
+    write lock and runs this inside BEGIN ... COMMIT; `result.left` counts the marks left."""
     result = RefreshResult()
     pending = cur.sql("SELECT count(*) FROM rollup_dirty").fetchall()[0][0]
     if not pending:
         return result
+    upto = "TRUE"
+    if max_marks is not None and pending > max_marks:
+        cur.execute(CHUNK_KEYS, [max_marks])
+        upto = IN_CHUNK
     tz = config.tz_sql()
     cur.register("rollup_devices", config.devices())
     try:
         cur.execute("CREATE OR REPLACE TEMP TABLE dirty_1m AS SELECT DISTINCT tenant, device_id, "
-                    "metric, minute AS bucket FROM rollup_dirty WHERE minute >= ?", [horizon])
+                    f"metric, minute AS bucket FROM rollup_dirty WHERE minute >= ? AND {upto}",
+                    [horizon])
         result.minutes = cur.sql("SELECT count(*) FROM dirty_1m").fetchall()[0][0]
         result.skipped = cur.sql("SELECT count(*) FROM (SELECT DISTINCT * FROM rollup_dirty "
-                                 "WHERE minute < ?)", params=[horizon]).fetchall()[0][0]
+                                 f"WHERE minute < ? AND {upto})",
+                                 params=[horizon]).fetchall()[0][0]
         if result.minutes:
             ranges = _ranges(cur, "dirty_1m", 60_000_000)
             prune = ranges_sql("r.ts", ranges, 60_000_000 - 1)
@@ -240,7 +264,8 @@ def refresh(cur: duckdb.DuckDBPyConnection, config: RollupConfig, now: datetime,
                    f"{DEVICE_JOIN.format(a='a')}")
             result.rows["1m"] = _merge(cur, "1m", sql, ranges, 60_000_000, config, now)
             _coarser(cur, config, now, tz, result)
-        cur.execute("DELETE FROM rollup_dirty")
+        cur.execute(f"DELETE FROM rollup_dirty WHERE {upto}")
+        result.left = int(cur.sql("SELECT count(*) FROM rollup_dirty").fetchall()[0][0])
         _mark_final(cur, config, now)
     finally:
         cur.unregister("rollup_devices")
