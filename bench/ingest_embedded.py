@@ -1,6 +1,6 @@
 """HTTP ingest -> queryable, embedded mode: single envelopes and 100-reading batch envelopes.
 
-    python bench/ingest_embedded.py [--messages 30000] [--batches 4000] [--connections 32]
+    python bench/ingest_embedded.py [--messages 30000] [--batches 20000] [--connections 64]
 
 Starts `sensorlake up` in a subprocess on a fresh data folder, posts from a separate load
 process (bench/_loadgen.py: keep-alive sockets, pre-built requests), and times from the first
@@ -113,7 +113,8 @@ def count_readings(bodies: list[bytes]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=30_000, help="single envelopes")
-    parser.add_argument("--batches", type=int, default=4_000, help="100-reading envelopes")
+    parser.add_argument("--batches", type=int, default=20_000, help="100-reading envelopes "
+                        "(2M readings: long enough to include lake flushes and rollup refreshes)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
     args = parser.parse_args()

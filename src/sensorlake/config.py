@@ -446,6 +446,9 @@ class RollupSettings(Section):
     refresh_seconds: float = Field(
         2.0, ge=0, description="The worker recomputes dirty rollup buckets this often; a "
         "rollup query reads what is not refreshed yet from raw (read your writes).")
+    background: bool = Field(
+        True, description="The worker refreshes on a thread of its own while it goes on with "
+        "the next batches (one refresh at a time).")
     refresh_max_minutes: int = Field(
         200_000, gt=0, description="Most dirty (device, metric, minute) marks one worker "
         "refresh handles (whole keys, oldest first): a backlog, e.g. after an upgrade, drains "

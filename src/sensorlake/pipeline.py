@@ -152,6 +152,7 @@ class Worker:
         self._last_rollup = time.monotonic()
         self._rollups_due = True  # marks left by a crash or an upgrade are refreshed first
         self._flushing: _Flush | None = None
+        self._refreshing: threading.Thread | None = None
 
     @property
     def cursor(self) -> int:
@@ -203,12 +204,31 @@ class Worker:
             return
         if not force and time.monotonic() - self._last_rollup < settings.refresh_seconds:
             return
-        clock = time.perf_counter()
-        result = refresh(max_marks=settings.refresh_max_minutes)
-        if result.minutes or result.skipped or self._rollups_due:
-            self.stats.timed("rollups", clock, result.minutes)
+        running = self._refreshing
+        if running is not None and running.is_alive():
+            if not force:
+                return  # one refresh at a time; the next starts when it is done
+            running.join()
+        due = self._rollups_due
         self._last_rollup = time.monotonic()
         self._rollups_due = False
+
+        def work() -> None:
+            clock = time.perf_counter()
+            try:
+                result = refresh(max_marks=settings.refresh_max_minutes)
+            except TransientError as exc:  # the marks stay: the next refresh redoes them
+                self._note_error(exc)
+                return
+            if result.minutes or result.skipped or due:
+                self.stats.timed("rollups", clock, result.minutes)
+
+        if force or not settings.background:
+            work()
+        else:  # DuckDB releases the GIL: the refresh runs on the other core meanwhile
+            self._refreshing = threading.Thread(target=work, name="sensorlake-rollups",
+                                                daemon=True)
+            self._refreshing.start()
 
     def flush_if_due(self, force: bool = False) -> None:
         """Claim the pending span and write it to the lake when it is due (`force`: now, and

@@ -78,7 +78,8 @@ def test_worker_refreshes_rollups_after_a_batch(tmp_path: Path) -> None:
                                      headers=world.headers("a", "owner"))
         assert response.status_code == 200, response.text
         worker = world.runtime.worker
-        assert worker.step(wait=0.5) == 1
+        assert worker.step(wait=0.5) == 1  # starts a refresh on the rollup thread
+        worker.refresh_rollups_if_due(force=True)  # waits for it (nothing left to do after)
         rows = world.runtime.hot.rollup_rows("1m").to_pylist()
         assert [(r["bucket"], r["count"], r["sum"]) for r in rows if r["metric"] == "pm2_5"] == [
             (at, 6, 15.0), (at + timedelta(minutes=1), 6, 51.0)]

@@ -154,6 +154,10 @@ class DuckDBStore:
         """Rollups are maintained (dirty marks, refresh) and served when set."""
         self._read_only = read_only
         self._write_lock = threading.Lock()
+        self._refresh_lock = threading.RLock()
+        """Rollup refreshes run one at a time on their own cursor, beside the writer: they
+        only read `readings` and write the rollup tables, so DuckDB's MVCC lets a batch commit
+        while a refresh runs (its snapshot deletes only the marks it saw)."""
         self._cursor_lock = threading.Lock()
         if read_only and not self.path.exists():
             raise NotFound(f"no hot store at {self.path} yet: start `sensorlake up` or "
@@ -173,6 +177,7 @@ class DuckDBStore:
             if rollup_config is not None:
                 rollups.create_tables(self._conn)
         self._writer = self._conn.cursor()
+        self._refresher = self._conn.cursor()
 
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -303,8 +308,8 @@ class DuckDBStore:
         if self.rollups is None or self._read_only:
             return rollups.RefreshResult()
         now = utc(now or self._clock())
-        with self._write_lock:
-            cur = self._writer
+        with self._refresh_lock:
+            cur = self._refresher
             try:
                 cur.execute("BEGIN TRANSACTION")
                 result = rollups.refresh(cur, self.rollups, now, self.horizon(now),
@@ -323,14 +328,14 @@ class DuckDBStore:
         if self.rollups is None:
             return rollups.RefreshResult()
         horizon = self.horizon(now)
-        with self._write_lock:
-            cur = self._writer
+        with self._refresh_lock:
+            cur = self._refresher
             cur.execute("BEGIN TRANSACTION")
             for grain in rollups.GRAINS:
                 cur.execute(f"DELETE FROM rollup_{grain} WHERE bucket >= ?", [horizon])
             rollups.mark_all_dirty(cur)
             cur.execute("COMMIT")
-        return self.refresh_rollups(now)
+            return self.refresh_rollups(now)
 
     def rollup_rows(self, grain: str) -> pa.Table:
         """Every row of one rollup table, ordered by key and bucket (tests, tools)."""
@@ -437,7 +442,8 @@ class DuckDBStore:
             return int(cur.sql(sql, params=params).fetchall()[0][0])
 
     def close(self) -> None:
-        with self._write_lock:
+        with self._refresh_lock, self._write_lock:
+            self._refresher.close()
             self._writer.close()
             self._conn.close()
 
