@@ -6,10 +6,12 @@ folder (it holds the DuckDB file), from that process's API with a short-lived to
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Any
 
 import httpx
+import pyarrow as pa
 import typer
 
 from sensorlake.api.routes.readings import build_query
@@ -27,6 +29,7 @@ from sensorlake.cli.common import (
 from sensorlake.config import Settings
 from sensorlake.errors import SensorlakeError
 from sensorlake.runtime import open_catalog, server_url
+from sensorlake.store.base import ReadingQuery
 from sensorlake.store.duckdb import DuckDBStore
 from sensorlake.store.lake import ParquetLake
 from sensorlake.store.quarantine import SQLiteQuarantine
@@ -59,11 +62,32 @@ def query(
             store = DuckDBStore(settings.path("hot", "readings.duckdb"), lake,
                                 settings.hot.retention_days, read_only=True)
             try:
-                rows = store.readings(q).to_pylist()
+                rows = _read_here(settings, store, q).to_pylist()
             finally:
                 store.close()
         columns = ["ts", "metric", "value"] + (["count"] if every else [])
         render(rows, columns, fmt, title=f"{device} {', '.join(metric)}")
+
+
+def _read_here(settings: Settings, store: DuckDBStore, query: ReadingQuery) -> pa.Table:
+    """Stored metrics from the store, derived ones (NowCast, cost ...) computed here, as the
+    readings route does when a server runs."""
+    from types import SimpleNamespace
+
+    from sensorlake.derived.serve import combine, derived_readings, split_metrics
+    from sensorlake.registry import DeviceRegistry
+
+    stored, derived = split_metrics(query.metrics)
+    if not derived:
+        return store.readings(query)
+    catalog = open_catalog(settings)
+    try:
+        here = SimpleNamespace(settings=settings, hot=store, registry=DeviceRegistry(catalog))
+        table = combine(store.readings(replace(query, metrics=stored)) if stored else None,
+                        derived_readings(here, query, derived))
+    finally:
+        catalog.close()
+    return table.sort_by([("metric", "ascending"), ("ts", "ascending")]).slice(0, query.limit)
 
 
 def _query_server(settings: Settings, url: str, tenant: str, device: str, metrics: list[str],
