@@ -41,3 +41,4 @@ def test_query_energy_delta_offline(tmp_path: Path) -> None:
     # on the hour closes the hour before it)
     assert deltas == [None, 2.0, 2.0, 2.0, 2.0]
     assert any(r["metric"] == "energy" for r in got)
+    assert "status" in got[0]  # the derived series' extra column

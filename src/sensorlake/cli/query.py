@@ -66,6 +66,8 @@ def query(
             finally:
                 store.close()
         columns = ["ts", "metric", "value"] + (["count"] if every else [])
+        extra = dict.fromkeys(k for row in rows for k in row)  # derived series' columns
+        columns += [k for k in extra if k not in columns and k != "device_id"]
         render(rows, columns, fmt, title=f"{device} {', '.join(metric)}")
 
 
