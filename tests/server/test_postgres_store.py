@@ -162,3 +162,31 @@ def test_a_long_device_list_is_one_array_parameter(store: PostgresStore) -> None
                          end=T0 + timedelta(minutes=1), device_ids=many)
     assert store.readings(query).column("value").to_pylist() == [0.0, 1.0, 2.0]
     assert store.latest("A", None, many).column("device_id").to_pylist() == ["d1"]
+
+
+def test_processes_starting_at_once_create_the_schema_without_a_crash(
+        pg: PostgresSettings) -> None:
+    """Workers of a fresh deployment start together: CREATE SCHEMA IF NOT EXISTS races in
+    PostgreSQL (a unique violation for the loser), which must not crash any of them."""
+    import threading
+
+    from sensorlake.store.pg_schema import connect
+    fresh = pg.model_copy(update={"schema_name": pg.schema_name + "_race"})
+    barrier, errors = threading.Barrier(8), []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            connect(fresh).close()
+        except Exception as exc:  # the test reports whatever escaped
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    import psycopg
+    with psycopg.connect(pg.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {fresh.schema_name} CASCADE")
+    assert errors == []

@@ -10,6 +10,7 @@ hypertable instead (same columns, chunks of the same width).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import zlib
@@ -85,10 +86,23 @@ def connect(settings: PostgresSettings, autocommit: bool = False) -> psycopg.Con
     except psycopg.Error as exc:
         raise SinkUnavailable(f"PostgreSQL is unreachable ({_short(exc)}); check postgres.dsn "
                               "and that the server runs - will retry") from exc
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    configure(conn, schema)
+    try:
+        create_schema(conn, schema)
+        configure(conn, schema)
+    except psycopg.OperationalError as exc:  # the server went away right after connecting
+        conn.close()
+        raise SinkUnavailable(f"PostgreSQL is unreachable ({_short(exc)}); check postgres.dsn "
+                              "and that the server runs - will retry") from exc
     conn.autocommit = autocommit
     return conn
+
+
+def create_schema(conn: psycopg.Connection, schema: str) -> None:
+    """CREATE SCHEMA IF NOT EXISTS, safe when several processes start at once (PostgreSQL's
+    IF NOT EXISTS still raises a unique violation for the one that loses the race)."""
+    # the loser of the race finds the schema created by the other process: what it wanted
+    with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
 SESSION = ("SET TimeZone TO 'UTC'", "SET idle_in_transaction_session_timeout = '10s'",
