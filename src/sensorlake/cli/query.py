@@ -6,7 +6,6 @@ folder (it holds the DuckDB file), from that process's API with a short-lived to
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -72,24 +71,18 @@ def query(
 
 
 def _read_here(settings: Settings, store: DuckDBStore, query: ReadingQuery) -> pa.Table:
-    """Stored metrics from the store, derived ones (NowCast, cost ...) computed here, as the
-    readings route does when a server runs."""
+    """Stored and derived metrics from the store here, as the readings route serves them."""
     from types import SimpleNamespace
 
-    from sensorlake.derived.serve import combine, derived_readings, split_metrics
+    from sensorlake.derived.serve import read_with_derived
     from sensorlake.registry import DeviceRegistry
 
-    stored, derived = split_metrics(query.metrics)
-    if not derived:
-        return store.readings(query)
     catalog = open_catalog(settings)
     try:
         here = SimpleNamespace(settings=settings, hot=store, registry=DeviceRegistry(catalog))
-        table = combine(store.readings(replace(query, metrics=stored)) if stored else None,
-                        derived_readings(here, query, derived))
+        return read_with_derived(here, query)
     finally:
         catalog.close()
-    return table.sort_by([("metric", "ascending"), ("ts", "ascending")]).slice(0, query.limit)
 
 
 def _query_server(settings: Settings, url: str, tenant: str, device: str, metrics: list[str],

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -60,12 +60,11 @@ class DerivedSeries:
     """Stored metrics it reads."""
     compute: Callable[[DerivedRequest], pa.Table]
     lookback: timedelta = timedelta(0)
-    """History before `start` the computation needs (24 h for a running mean)."""
+    """History before `start` the computation reads (24 h for a running mean)."""
     extra_columns: tuple[str, ...] = ()
     """Columns beyond SERIES_COLUMNS, documented in docs/metrics.md."""
     default_every: timedelta | None = None
     """The natural resolution (1 h for NowCast); used when the request gives none."""
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, DerivedSeries] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from sensorlake.api.deps import RuntimeDep, json_response
 from sensorlake.api.encode import frame, iso_columns, rows_json
 from sensorlake.api.ranges import RangeParams, RangePlan, build_query, encode_cursor, plan_range
 from sensorlake.derived.base import SERIES_COLUMNS
-from sensorlake.derived.serve import combine, derived_readings, split_metrics
+from sensorlake.derived.serve import read_with_derived
 from sensorlake.errors import ConfigError, InputError, QueryTimeout
 from sensorlake.model import QUALITY_FLAGS
 from sensorlake.timeparse import format_duration
@@ -75,28 +74,7 @@ def run_range(runtime: Any, tenant: str, devices: tuple[str, ...] | None,
 
 def read_plan(runtime: Any, plan: RangePlan, timeout: float) -> pa.Table:
     """Stored metrics from the hot store, derived ones (NowCast, cost ...) computed on read."""
-    query = plan.query
-    stored, derived = split_metrics(query.metrics)
-    if not derived:
-        return runtime.hot.readings(query, timeout=timeout)
-    stored_rows = runtime.hot.readings(replace(query, metrics=stored), timeout=timeout) \
-        if stored else None
-    table = combine(stored_rows, derived_readings(runtime, query, derived))
-    table = table.sort_by([("device_id", "ascending"), ("metric", "ascending"),
-                           ("ts", "ascending")])
-    if query.after is not None:
-        table = after_cursor(table, query.after)
-    return table.slice(0, query.limit)
-
-
-def after_cursor(table: pa.Table, after: tuple[str, str, datetime]) -> pa.Table:
-    """The rows after a `meta.next` cursor in (device_id, metric, ts) order (derived series
-    are computed whole, so paging cuts them here)."""
-    device, metric, at = after
-    d, m, t = pl.col("device_id"), pl.col("metric"), pl.col("ts")
-    later = (d > device) | ((d == device) & (m > metric)) | (
-        (d == device) & (m == metric) & (t > pl.lit(at).dt.convert_time_zone("UTC")))
-    return frame(table).filter(later).to_arrow()
+    return read_with_derived(runtime, plan.query, timeout)
 
 
 def extra_columns(table: pa.Table) -> list[str]:
