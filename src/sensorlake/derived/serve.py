@@ -64,16 +64,11 @@ def derived_readings(runtime: Any, query: ReadingQuery, names: tuple[str, ...]) 
 
 
 def combine(stored: pa.Table | None, derived: pa.Table | None) -> pa.Table:
-    """Stored rows then derived rows, with the union of their columns."""
-    parts = [t.select(SERIES_COLUMNS.names).cast(SERIES_COLUMNS) if set(t.column_names) ==
-             set(SERIES_COLUMNS.names) else t for t in (stored, derived) if t is not None]
+    """Stored rows then derived rows, with the union of their columns (types promoted)."""
+    parts = [t for t in (stored, derived) if t is not None]
     if not parts:
         return SERIES_COLUMNS.empty_table()
-    if len(parts) == 1:
-        return parts[0]
-    base = [p.set_column(p.schema.get_field_index("count"), "count",
-                         p.column("count").cast(pa.int64())) for p in parts]
-    return pa.concat_tables(base, promote_options="permissive")
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 def read_with_derived(runtime: Any, query: ReadingQuery, timeout: float | None = None
