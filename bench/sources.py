@@ -1,15 +1,19 @@
 """Sources: decode throughput per codec, and InfluxDB line protocol end to end.
 
     python bench/sources.py [--messages 20000] [--lines 300000] [--batch 5000] [--connections 8]
+                             [--shapes live,backfill]
 
 1. Decode: each codec decodes `--messages` generated messages in this process with polars and
    DuckDB limited to one thread (readings/s on one core). The Python codec runs its child
    process, so its figure includes the round trip.
 2. Line protocol end to end: `sensorlake up` in a subprocess on a fresh data folder; a load
-   process posts `--lines` lines (3 fields each, 50 devices, gzip, `--batch` lines per
-   request like Telegraf's metric_batch_size) to `/api/v2/write` over `--connections`
-   keep-alive connections; timed from the first request until the worker has committed
-   every line to the hot store (queryable). Floor: 100,000 points (lines)/s.
+   process posts `--lines` lines (3 fields each, gzip, `--batch` lines per request like
+   Telegraf's metric_batch_size) to `/api/v2/write` over `--connections` keep-alive
+   connections; timed from the first request until the worker has committed every line to
+   the hot store (queryable). Two workloads (`--shapes`): "live", 1,000 devices at 1 Hz
+   over the last 5 minutes, and "backfill", 50 devices every 50 s over 3.5 days (every
+   reading in its own rollup minute, 84 lake hours per flush). Floor: 100,000 points
+   (lines)/s.
 3. The same requests to InfluxDB 1.6 (`influxd`, `apt-get install influxdb`) if installed:
    v1 `/write?db=bench&precision=ns`, timed until the last 204.
 """
@@ -96,10 +100,17 @@ def messages(kind: str, count: int) -> list[bytes]:
     return out
 
 
-def line_batch(start: int, count: int) -> bytes:
-    lines = [f"air,device=d{(start + k) % DEVICES},site=bench pm2_5={(start + k) % 300}.5,"
-             f"pm10={(start + k) % 400}.1,temperature={(start + k) % 30}.25 "
-             f"{NOW_NS - (start + k) * 1_000_000_000}" for k in range(count)]
+def line_batch(start: int, count: int, devices: int = DEVICES, interval_s: float = 1.0,
+               total: int = 300_000) -> bytes:
+    """Points start..start+count of a run of `total`: point p is device p % devices at step
+    p // devices, the steps `interval_s` apart and ending now (device d0 first, as a
+    gateway or Telegraf agent flushing the latest interval of every device)."""
+    steps = -(-total // devices)
+    lines = []
+    for p in range(start, start + count):
+        ts = NOW_NS - int((steps - p // devices) * interval_s * 1e9)
+        lines.append(f"air,device=d{p % devices},site=bench pm2_5={p % 300}.5,"
+                     f"pm10={p % 400}.1,temperature={p % 30}.25 {ts}")
     return "\n".join(lines).encode()
 
 
@@ -181,12 +192,19 @@ def post_all(url: str, headers: dict[str, str], bodies: list[bytes], connections
     return time.perf_counter() - start
 
 
-def sensorlake_e2e(tmp: Path, bodies: list[bytes], lines: int, connections: int
-                   ) -> tuple[float, float]:
+SHAPES = {  # name: (devices, seconds between a device's points, what it stands for)
+    "live": (1000, 1.0, "1,000 devices at 1 Hz, the last 5 minutes"),
+    "backfill": (50, 50.0, "50 devices every 50 s over 3.5 days"),
+}
+
+
+def sensorlake_e2e(tmp: Path, bodies: list[bytes], lines: int, connections: int,
+                   devices: int) -> tuple[float, float]:
     data = tmp / "data"
+    shutil.rmtree(data, ignore_errors=True)
     catalog = Catalog(data / "catalog.db")
     DeviceRegistry(catalog).upsert([Device(id=f"d{i}", lat=52.0, lon=5.0)
-                                    for i in range(DEVICES)])
+                                    for i in range(devices)])
     tokens = TokenStore(catalog)
     ingest, _ = tokens.create(Role.INGEST, "default", label="bench")
     owner, _ = tokens.create(Role.OWNER, "default", label="bench")
@@ -245,18 +263,28 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=300_000, help="line-protocol points")
     parser.add_argument("--batch", type=int, default=5_000, help="lines per request")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--shapes", default="live,backfill",
+                        help="comma-separated workloads of the end-to-end run: "
+                        + ", ".join(SHAPES))
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="slbench-sources-"))
     try:
         rows = decode_rates(args.messages, tmp)
-        bodies = [gzip.compress(line_batch(start, min(args.batch, args.lines - start)))
-                  for start in range(0, args.lines, args.batch)]
-        elapsed, acked = sensorlake_e2e(tmp, bodies, args.lines, args.connections)
-        rows += [("line protocol end to end: points", f"{args.lines:,} (3 fields each, "
-                  f"{args.batch:,} per request, gzip)"),
-                 ("line protocol: points/s to queryable (floor 100,000)",
-                  f"{args.lines / elapsed:,.0f}"),
-                 ("line protocol: points/s acknowledged (204)", f"{args.lines / acked:,.0f}")]
+        rows.append(("line protocol end to end: points", f"{args.lines:,} lines of 3 fields "
+                     f"(pm2_5, pm10, temperature: 5 stored rows with aqi_us, aqi_uk), "
+                     f"{args.batch:,} per request, gzip"))
+        for shape in args.shapes.split(","):
+            devices, interval, meaning = SHAPES[shape]
+            bodies = [gzip.compress(line_batch(start, min(args.batch, args.lines - start),
+                                               devices, interval, args.lines))
+                      for start in range(0, args.lines, args.batch)]
+            elapsed, acked = sensorlake_e2e(tmp, bodies, args.lines, args.connections,
+                                            devices)
+            rows += [(f"line protocol, {shape} ({meaning}): points/s to queryable "
+                      "(floor 100,000)", f"{args.lines / elapsed:,.0f} "
+                      f"({args.lines * 3 / elapsed:,.0f} field values/s)"),
+                     (f"line protocol, {shape}: points/s acknowledged (204)",
+                      f"{args.lines / acked:,.0f}")]
         influx = influxdb_e2e(tmp, bodies, args.connections)
         rows.append(("InfluxDB 1.6, same requests: points/s acknowledged",
                      "not installed" if influx is None else f"{args.lines / influx:,.0f}"))

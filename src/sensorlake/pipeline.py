@@ -92,14 +92,37 @@ def run_stages(entries: LogBatch, stages: list[Stage], ctx: Context,
     return batch
 
 
+RAW_KEEP_BYTES = 96 << 20
+"""The log entries of the pending span are kept in memory for the lake's raw/ file up to
+this many bytes; past it the flush reads the span back from the log instead."""
+
+
 @dataclass
 class _Pending:
-    """The span processed into the hot store but not yet into the lake."""
+    """The span processed into the hot store but not yet into the lake, with its log
+    entries while they fit in RAW_KEEP_BYTES (None: read them back at the flush)."""
 
     first: int | None = None
     last: int = 0
     rows: int = 0
     since: float = field(default_factory=time.monotonic)
+    entries: list[pa.Table] | None = field(default_factory=list)
+    entry_bytes: int = 0
+
+    def keep(self, table: pa.Table) -> None:
+        if self.entries is None:
+            return
+        self.entry_bytes += table.nbytes
+        if self.entry_bytes > RAW_KEEP_BYTES:
+            self.entries = None
+        else:
+            self.entries.append(table)
+
+    def raw(self) -> pa.Table | None:
+        """The span's log entries, exactly as `log.read_span` would return them."""
+        if not self.entries:
+            return None
+        return pa.concat_tables(self.entries)
 
 
 class _Flush:
@@ -188,6 +211,7 @@ class Worker:
                 pending.first, pending.since = span.first, time.monotonic()
             pending.last = span.last
             pending.rows += batch.readings.num_rows
+            pending.keep(entries.table)
             self._cursor = span.last
             self._rollups_due = True
         self.refresh_rollups_if_due()
@@ -232,7 +256,8 @@ class Worker:
 
     def flush_if_due(self, force: bool = False) -> None:
         """Claim the pending span and write it to the lake when it is due (`force`: now, and
-        wait until every flush is durable). A failed background flush raises here."""
+        wait until every flush is durable). A failed background flush raises here. The raw/
+        file comes from the entries the worker already read, when it kept them."""
         self._collect_flush(wait=force)
         pending = self._pending
         if pending.first is None or self._flushing is not None:
@@ -243,10 +268,15 @@ class Worker:
             span = Span(pending.first, pending.last)
             self.log.claim(self.consumer, span)
             self._pending = _Pending()
+            raw = pending.raw()
+
+            def write(span: Span) -> None:
+                self._flush_lake(span, raw)
+
             if force or not self.settings.worker.lake_background:
-                self._flush_lake(span)
+                write(span)
             else:
-                self._flushing = _Flush(span, self._flush_lake)
+                self._flushing = _Flush(span, write)
 
     def _collect_flush(self, wait: bool) -> None:
         flush = self._flushing
@@ -319,10 +349,13 @@ class Worker:
             return Batch(pa.concat_tables([left.readings, right.readings]),
                          pa.concat_tables([left.rejects, right.rejects]))
 
-    def _flush_lake(self, span: Span) -> None:
+    def _flush_lake(self, span: Span, raw: pa.Table | None = None) -> None:
         clock = time.perf_counter()
         readings = self.hot.span_readings(span.first, span.last)
-        self.lake.write_span("raw", span, self.log.read_span(span).table)
+        if raw is None or raw.column("offset")[0].as_py() != span.first \
+                or raw.column("offset")[-1].as_py() != span.last:
+            raw = self.log.read_span(span).table
+        self.lake.write_span("raw", span, raw)
         if readings.num_rows:
             self.lake.write_span("readings", span, readings)
         self.log.ack(self.consumer, span)

@@ -93,3 +93,37 @@ def test_a_failed_background_flush_is_redone_from_its_claim(
     readings_spans = [(f, la) for d, f, la in lake.spans if d == "readings"]
     covered = sorted(o for f, la in readings_spans for o in range(f, la + 1))
     assert covered == list(range(1, 21))  # every offset in exactly one lake file
+
+
+class RecordingLake(GatedLake):
+    """Records the raw/ table each flush writes."""
+
+    def __init__(self, lake: Any) -> None:
+        super().__init__(lake)
+        self.gate.set()
+        self.raw: list[Any] = []
+
+    def write_span(self, dataset: str, span: Any, table: Any) -> list[str]:
+        if dataset == "raw":
+            self.raw.append((span, table))
+        return super().write_span(dataset, span, table)
+
+
+@pytest.mark.parametrize("keep_bytes", [96 << 20, 1])
+def test_raw_file_holds_exactly_the_log_span(make_runtime: Callable[..., Runtime],
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             keep_bytes: int) -> None:
+    """The raw/ file is written from the entries the worker already read (or, past
+    RAW_KEEP_BYTES, read back from the log): either way exactly `log.read_span`."""
+    from sensorlake import pipeline
+    monkeypatch.setattr(pipeline, "RAW_KEEP_BYTES", keep_bytes)
+    runtime = make_runtime(worker={"lake_flush_rows": 10**6, "batch_messages": 7})
+    lake = RecordingLake(runtime.lake)
+    runtime.worker.lake = lake
+    post(runtime, 1, 30)
+    while runtime.worker.step(wait=0.01):
+        pass
+    runtime.worker.flush_if_due(force=True)
+    [(span, table)] = lake.raw
+    assert (span.first, span.last) == (1, 30)
+    assert table.equals(runtime.log.read_span(span).table)
