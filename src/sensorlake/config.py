@@ -53,7 +53,10 @@ class LogSettings(Section):
 
 
 class WorkerSettings(Section):
-    batch_messages: int = Field(5000, gt=0, description="Most envelopes a worker reads at once.")
+    batch_messages: int = Field(
+        20000, gt=0, description="Most envelopes the embedded worker reads from the log at "
+        "once (batch_bytes bounds it too); a worker that falls behind then commits fewer, "
+        "larger batches. Server workers fetch at most jetstream.fetch_messages of them.")
     batch_bytes: int = Field(16 << 20, gt=0, description="Most payload bytes read at once.")
     poll_seconds: float = Field(0.2, gt=0, description="How long a worker waits for input.")
     linger_seconds: float = Field(
@@ -180,6 +183,10 @@ class JetStreamSettings(Section):
         10, ge=2, description="Deliveries after which a message goes to the quarantine.")
     max_ack_pending: int = Field(
         20000, gt=0, description="Most unacknowledged messages outstanding across workers.")
+    fetch_messages: int = Field(
+        5000, gt=0, description="Most messages a server worker fetches from JetStream and "
+        "processes at once (and at most worker.batch_messages); keep workers x "
+        "fetch_messages <= max_ack_pending.")
     publish_timeout_seconds: float = Field(
         5, gt=0, description="How long one publish waits for its PubAck.")
     publish_retry_seconds: float = Field(

@@ -82,7 +82,8 @@ class ServerWorker:
         Returns the messages handled."""
         cfg = self.settings.worker
         self._quarantine_exhausted(stop)
-        deliveries = self.queue.fetch(cfg.batch_messages, cfg.poll_seconds)
+        fetch = min(cfg.batch_messages, self.settings.jetstream.fetch_messages)
+        deliveries = self.queue.fetch(fetch, cfg.poll_seconds)
         if not deliveries:
             return 0
         limit = self.settings.jetstream.max_deliver
