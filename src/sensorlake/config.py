@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,14 +23,33 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sensorlake.config_base import Section
+from sensorlake.config_derived import (
+    AqiSettings,
+    EnergySettings,
+    QualitySettings,
+    RollupSettings,
+    TimeSettings,
+)
+from sensorlake.config_ops import (
+    AlertRule,
+    AlertsSettings,
+    CompactionSettings,
+    EtlSettings,
+    JobsSettings,
+    StatusSettings,
+)
+from sensorlake.config_server import JetStreamSettings, PostgresSettings, S3Settings
 from sensorlake.errors import ConfigError
+
+__all__ = [  # the sections that live in modules of their own, importable from here too
+    "AlertRule", "AlertsSettings", "AqiSettings", "CompactionSettings", "EnergySettings",
+    "EtlSettings", "JetStreamSettings", "JobsSettings", "PostgresSettings", "QualitySettings",
+    "RollupSettings", "S3Settings", "Section", "StatusSettings", "TimeSettings",
+]
 
 ENV_PREFIX = "SENSORLAKE_"
 DEFAULT_CONFIG_FILE = Path("sensorlake.toml")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class HttpSettings(Section):
@@ -165,63 +184,6 @@ class SensorCommunitySettings(Section):
         default_factory=dict, description="Extra value_type -> metric mappings (\"\" = ignore).")
 
 
-class JetStreamSettings(Section):
-    """The server profile's log: one NATS JetStream stream and one durable pull consumer."""
-
-    servers: list[str] = Field(
-        ["nats://127.0.0.1:4222"], description="NATS server URLs (several for a cluster).")
-    stream: str = Field("SENSORLAKE", description="Stream name (file storage).")
-    subject_prefix: str = Field(
-        "sensorlake.raw", description="Subjects are <prefix>.<tenant>.<device>.")
-    consumer: str = Field("workers", description="Durable pull consumer shared by the workers.")
-    replicas: int = Field(1, ge=1, le=5, description="Stream replicas (3 on a 3-node cluster).")
-    duplicate_window_seconds: float = Field(
-        120, gt=0, description="How long a Nats-Msg-Id is remembered for deduplication.")
-    ack_wait_seconds: float = Field(
-        30, gt=0, description="Redeliver a message not acknowledged within this time.")
-    max_deliver: int = Field(
-        10, ge=2, description="Deliveries after which a message goes to the quarantine.")
-    max_ack_pending: int = Field(
-        20000, gt=0, description="Most unacknowledged messages outstanding across workers.")
-    fetch_messages: int = Field(
-        5000, gt=0, description="Most messages a server worker fetches from JetStream and "
-        "processes at once (and at most worker.batch_messages); keep workers x "
-        "fetch_messages <= max_ack_pending.")
-    publish_timeout_seconds: float = Field(
-        5, gt=0, description="How long one publish waits for its PubAck.")
-    publish_retry_seconds: float = Field(
-        30, ge=0, description="How long ingest retries a publish (same msg id) before 503.")
-    max_in_flight: int = Field(
-        4096, gt=0, description="Most concurrent publishes awaiting their PubAck.")
-
-
-class PostgresSettings(Section):
-    """The server profile's hot store and quarantine."""
-
-    dsn: SecretStr = Field(
-        SecretStr("postgresql://postgres@127.0.0.1:5432/postgres"),
-        description="libpq connection string (a password here is never printed).")
-    schema_name: str = Field(
-        "sensorlake", description="Schema holding sensorlake's tables.")
-    partition_days: int = Field(1, ge=1, le=366, description="Days per readings partition.")
-    connect_timeout_seconds: float = Field(
-        5, gt=0, description="Connection timeout; statements fail over to retry after it.")
-    pool_size: int = Field(4, ge=1, description="Connections kept for API queries.")
-
-
-class S3Settings(Section):
-    """The server profile's lake on an S3-compatible store (unset bucket: local lake)."""
-
-    bucket: str | None = Field(None, description="Bucket of the lake; unset = <data_dir>/lake.")
-    prefix: str = Field("", description="Key prefix inside the bucket.")
-    endpoint_url: str | None = Field(
-        None, description="Endpoint of an S3-compatible store (MinIO, Ceph); unset = AWS.")
-    region: str = Field("us-east-1", description="Region name.")
-    access_key_id: str | None = Field(
-        None, description="Access key; unset = the AWS default credential chain.")
-    secret_access_key: SecretStr | None = Field(None, description="Secret key (never printed).")
-
-
 class MqttSubscription(Section):
     topic: str = Field("sensorlake/+/up", description="Topic filter; the `+` level named by "
                        "device_level holds the device id.")
@@ -331,204 +293,6 @@ class ExtraMetric(Section):
         if value and abs(math.log10(value) - round(math.log10(value))) > 1e-9:
             raise ValueError(f"precision {value} must be a power of ten (1, 0.1, 0.01, ...)")
         return value
-
-
-class JobsSettings(Section):
-    enabled: bool = Field(
-        True, description="Run the scheduler inside `sensorlake up` (retention, compaction, "
-        "alerts, imports); turn off when `sensorlake run scheduler` runs elsewhere.")
-    schedules: dict[str, str] = Field(
-        default_factory=dict, description="Per job: 'every <duration>', a cron expression "
-        "(UTC) or 'off', overriding the job's default schedule.")
-    tick_seconds: float = Field(1.0, gt=0, description="How often the scheduler looks for "
-                                "due jobs and queued runs.")
-    max_parallel: int = Field(2, ge=1, description="Most job runs at the same time.")
-
-
-class CompactionSettings(Section):
-    target_bytes: int = Field(
-        128 << 20, gt=0, description="Lake compaction merges small files of a partition into "
-        "files of about this size.")
-    min_age_seconds: float = Field(
-        7200, ge=0, description="Only partitions whose hour ended at least this long ago are "
-        "compacted (recent hours still receive files).")
-
-
-class StatusSettings(Section):
-    silent_factor: float = Field(
-        3, gt=1, description="A device is silent when it has sent nothing for this many of "
-        "its usual intervals (and at least status.silent_min_seconds).")
-    silent_min_seconds: float = Field(
-        600, gt=0, description="Shortest silence reported for a device.")
-    disk_warn_hours: float = Field(
-        72, gt=0, description="Warn when the data folder's disk fills within this many hours.")
-    disk_min_free_bytes: int = Field(
-        1 << 30, ge=0, description="Warn when the data folder's disk has less free space.")
-    lag_warn_seconds: float = Field(
-        300, gt=0, description="Warn when the oldest envelope not yet in the lake is older.")
-    metrics_public: bool = Field(
-        True, description="Serve /metrics without a token (Prometheus scrapers); false "
-        "requires an owner token.")
-
-
-class AlertRule(Section):
-    name: str = Field(description="Unique name of the rule.")
-    kind: Literal["threshold", "no_data", "rate_of_change", "pipeline_lag",
-                  "disk_headroom"] = Field(description="What the rule watches.")
-    tenant: str | None = Field(None, description="Tenant whose readings it watches "
-                               "(default: default_tenant).")
-    metric: str | None = None
-    devices: list[str] = Field(default_factory=list, description="Only these devices.")
-    above: float | None = None
-    below: float | None = None
-    window: str = Field("10m", description="threshold / rate_of_change: the window.")
-    agg: Literal["mean", "min", "max"] | None = Field(
-        None, description="threshold: aggregate over the window (default: sustained, i.e. "
-        "min for above, max for below).")
-    minutes: float | None = Field(None, gt=0, description="no_data: silence in minutes.")
-    max_rise: float | None = None
-    max_fall: float | None = None
-    seconds: float | None = Field(None, gt=0, description="pipeline_lag: oldest unacked age.")
-    min_free_bytes: int | None = None
-    min_hours: float | None = None
-    notify: list[Literal["log", "webhook", "mqtt"]] = Field(default_factory=lambda: ["log"])
-    message: str = Field("", description="Extra text for the notification (what to do).")
-
-    @model_validator(mode="after")
-    def _complete(self) -> AlertRule:
-        needs = {"threshold": (self.metric and (self.above is not None
-                                                 or self.below is not None),
-                               "metric and above or below"),
-                 "no_data": (self.minutes, "minutes"),
-                 "rate_of_change": (self.metric and (self.max_rise is not None
-                                                      or self.max_fall is not None),
-                                    "metric and max_rise or max_fall"),
-                 "pipeline_lag": (self.seconds, "seconds"),
-                 "disk_headroom": (self.min_free_bytes is not None
-                                   or self.min_hours is not None,
-                                   "min_free_bytes or min_hours")}
-        ok, fields = needs[self.kind]
-        if not ok:
-            raise ValueError(f"alert rule '{self.name}' ({self.kind}) needs {fields}")
-        return self
-
-
-class AlertsSettings(Section):
-    rules: list[AlertRule] = Field(default_factory=list, description="Alert rules "
-                                   "([[alerts.rules]] tables).")
-    webhooks: list[str] = Field(default_factory=list, description="URLs that receive a JSON "
-                                "POST for every firing and resolved alert.")
-    mqtt_host: str = Field("127.0.0.1", description="MQTT broker for alert notifications.")
-    mqtt_port: int = Field(1883, ge=1, le=65535, description="Its port.")
-    mqtt_topic_prefix: str = Field("sensorlake/alerts", description="Notifications go to "
-                                   "<prefix>/<tenant>/<rule>.")
-
-
-class EtlSettings(Section):
-    rows_per_envelope: int = Field(
-        500, gt=0, description="Rows of an imported file packed into one log envelope.")
-
-
-class TimeSettings(Section):
-    """Local time: daily and monthly rollups, daily AQI and tariffs follow it."""
-
-    timezone: str = Field("UTC", description="IANA zone of devices without a `tz` tag and "
-                          "tenants not listed below (e.g. Europe/London).")
-    tenants: dict[str, str] = Field(default_factory=dict,
-                                    description="Zone per tenant, e.g. {acme = 'Europe/Berlin'}.")
-
-    @model_validator(mode="after")
-    def _known_zones(self) -> TimeSettings:
-        from sensorlake.derived.timezones import zone
-
-        for name in [self.timezone, *self.tenants.values()]:
-            zone(name)
-        return self
-
-
-class RollupSettings(Section):
-    """Rollups: 1 min, 1 h, 1 d and 1 mo aggregates per (device, metric)."""
-
-    enabled: bool = Field(True, description="Maintain rollups in the hot store.")
-    refresh_seconds: float = Field(
-        2.0, ge=0, description="The worker recomputes dirty rollup buckets this often; a "
-        "rollup query reads what is not refreshed yet from raw (read your writes).")
-    background: bool = Field(
-        True, description="The worker refreshes on a thread of its own while it goes on with "
-        "the next batches (one refresh at a time).")
-    refresh_max_minutes: int = Field(
-        200_000, gt=0, description="Most dirty (device, metric, minute) marks one worker "
-        "refresh handles (whole keys, oldest first): a backlog, e.g. after an upgrade, drains "
-        "over several short refreshes instead of one that blocks the worker.")
-    final_after_seconds: float = Field(
-        300, ge=0, description="A bucket is final this long after its end; a later change "
-        "to a final bucket marks it revised.")
-
-
-class AqiSettings(Section):
-    """Hourly and daily air-quality indices computed from the PM rollups."""
-
-    daqi_min_capture: float = Field(
-        0.75, gt=0, le=1, description="Share of the 24 hours a DAQI running mean needs.")
-    daily_min_capture: float = Field(
-        0.75, gt=0, le=1, description="Share of a local day's hours a daily US AQI needs.")
-    hour_min_capture: float = Field(
-        0.75, ge=0, le=1, description="Share of a device's usual readings per hour (its "
-        "median) an hourly mean needs to count as present (0: any reading).")
-
-
-class EnergySettings(Section):
-    """Energy deltas from counters and power, tariffs, cost and CO2e."""
-
-    tariffs_file: Path | None = Field(
-        None, description="tariffs.yaml (default: <data_dir>/tariffs.yaml when present).")
-    grid_co2e_kg_per_kwh: float | None = Field(
-        None, ge=0, description="Grid CO2e factor (kg/kWh) of tariffs and files that set none.")
-    max_gap_seconds: float = Field(
-        3900, gt=0, description="Longest interval between two readings that is not a gap: "
-        "power is not integrated across a longer one, a counter delta across it is flagged.")
-    counter_jitter_kwh: float = Field(
-        0.01, ge=0, description="A counter drop this small is noise (delta 0), not a reset.")
-    lookback_hours: float = Field(
-        48, gt=0, description="History read before a range to find each device's previous "
-        "reading.")
-
-
-class QualitySettings(Section):
-    """Quality flags set by the quality stage (docs/metrics.md#quality-flags)."""
-
-    enabled: bool = Field(True, description="Run the quality stage.")
-    expected: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="Per metric [low, high]: values outside are flagged "
-        "OUT_OF_RANGE (overrides the built-in ranges; [-inf, inf] turns one off).")
-    stuck_count: int = Field(
-        10, ge=0, description="Identical consecutive values of a gauge that make the last one "
-        "STUCK (0 = off).")
-    stuck_min_seconds: float = Field(
-        1800, ge=0, description="A run of identical values is STUCK only once it has also "
-        "lasted this long (a slow quantity sampled every second repeats legitimately).")
-    stuck_counts: dict[str, int] = Field(
-        default_factory=dict, description="Per metric override of stuck_count (0 = off).")
-    spike_per_minute: dict[str, float] = Field(
-        default_factory=dict, description="Per metric |Δvalue| per minute above which a "
-        "reading is a SPIKE (overrides the built-in limits; 0 = off).")
-    spike_min_interval_seconds: float = Field(
-        60, gt=0, description="The rate of change is taken over at least this long, so jitter "
-        "between readings a second apart is not a spike.")
-    cadence_seconds: float = Field(
-        600, gt=0, description="A device's reporting interval when it has no `cadence` tag.")
-    gap_factor: float = Field(
-        3, gt=1, description="A reading after a silence longer than gap_factor × cadence "
-        "is flagged GAP.")
-    clock_ahead_seconds: float = Field(
-        60, ge=0, description="A reading stamped more than this after its arrival is "
-        "CLOCK_SUSPECT.")
-    clock_behind_days: float = Field(
-        30, gt=0, description="A reading stamped more than this before its arrival is "
-        "CLOCK_SUSPECT (edge backfill of hours or days is not).")
-    max_keys: int = Field(
-        1_000_000, gt=0, description="Most (tenant, device, metric) keys whose last reading "
-        "the stage remembers; the least recently updated are forgotten first.")
 
 
 class Settings(BaseSettings):
