@@ -97,11 +97,16 @@ def main() -> None:
         cpu_s = cpu_after.user + cpu_after.system - cpu.user - cpu.system
         stats = worker.stats
         runtime.close()
+        lake_files = list((settings.data_dir / "lake" / "readings").rglob("*.parquet"))
+        lake_bytes = sum(f.stat().st_size for f in lake_files)
         rows = [("envelopes", f"{stats.messages:,} ({args.kind})"),
                 ("readings stored (incl. aqi_us/aqi_uk)", f"{stats.readings:,}"),
                 ("worker drain", f"{elapsed:.2f} s = {stats.readings / elapsed:,.0f} readings/s"),
                 ("CPU (all threads)", f"{cpu_s:.2f} s = {cpu_s / stats.messages * 1e6:.1f} µs "
-                 f"per envelope, {cpu_s / stats.readings * 1e6:.2f} µs per reading")]
+                 f"per envelope, {cpu_s / stats.readings * 1e6:.2f} µs per reading"),
+                ("lake readings/", f"{lake_bytes / max(stats.readings, 1):.2f} bytes per stored "
+                 f"row in {len(lake_files)} files (lake.compression_level "
+                 f"{settings.lake.compression_level})")]
         for stage, seconds in stats.stage_seconds.items():
             rows.append((f"stage {stage}", f"{seconds:.2f} s = "
                          f"{seconds / max(stats.readings, 1) * 1e6:.2f} µs/reading"))
