@@ -48,6 +48,18 @@ class Ops:
             out[f"rows:{stage}"] = rows
         return out
 
+    def worker_stats(self) -> Any:
+        """The worker's counters (WorkerStats)."""
+        return self.runtime.worker.stats
+
+    def worker_alive(self) -> bool:
+        return bool(self.runtime.ready())
+
+    def current_rates(self, counters: dict[str, float]) -> tuple[dict[str, float], float]:
+        """Per-second rates of `counters` over the last minute (and the seconds covered)."""
+        self.rates.record(counters)
+        return self.rates.rates(counters)
+
     def sample(self) -> None:
         """Record counters (every couple of seconds) and disk space (every minute)."""
         self.rates.record(self.counters())
