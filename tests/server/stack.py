@@ -296,7 +296,7 @@ class Stack:
             for name in (self.stream,):
                 with contextlib.suppress(Exception):
                     await js.delete_stream(name)
-            for bucket in ("_consumers", "_marks"):
+            for bucket in ("_consumers", "_marks", "_processes"):
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(self.stream + bucket)
             await nc.close()
