@@ -1,25 +1,28 @@
-"""MQTT ingest into JetStream (server profile): two `sensorlake run ingest --no-http`
-processes share the subscription (MQTT 5 `$share`), a worker stores into PostgreSQL, and one
-ingest process is killed -9 mid-run and restarted. Every message published (QoS 1, once)
-lands in PostgreSQL exactly once, the stream holds each message id once (Nats-Msg-Id), and
-each device's watermark reaches its last seq on `sensorlake/<device>/ack`."""
+"""MQTT ingest into JetStream (server profile): `sensorlake run ingest --no-http` processes
+(two sharing the subscription, MQTT 5 `$share`) and a worker storing into PostgreSQL, while
+an ingest process or NATS is killed -9 mid-run and restarted. Every message published (QoS
+1, once) lands in PostgreSQL exactly once, the stream holds each message id once
+(Nats-Msg-Id), and each device's watermark reaches its last seq on `sensorlake/<device>/ack`."""
 
 from __future__ import annotations
 
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 from paho.mqtt.client import Client
-from stack import Stack, stack
+from stack import Proc, Stack, stack
 
 from sensorlake.catalog import Catalog
+from sensorlake.config import JetStreamSettings
 from sensorlake.ingest import mqtt_client
 from sensorlake.registry import Device, DeviceRegistry
-from server_support import NATS_URL
+from sensorlake.server.board import Board
+from server_support import NATS_URL, NatsServer
 from services import require_service, unique_name
 
 DEVICES = 4
@@ -101,47 +104,83 @@ def _wait_rows(s: Stack, want: int, timeout: float = 60) -> None:
         p.output() for p in s.procs))
 
 
-def test_mqtt_into_jetstream_exactly_once_across_kill9(tmp_path: Path) -> None:
-    require_service("Mosquitto", 1883)
-    require_service("NATS", 4222)
+def _run(s: Stack, ingest_processes: int, during: Callable[[int, int, list[Proc]], None],
+         ) -> None:
+    """Devices publish every message once while `during(i, n, ingest)` disturbs the
+    deployment; then PostgreSQL, the stream, the lake and the watermarks are exact."""
     prefix = unique_name("slkmq")
     devices = [f"{prefix}-d{i}" for i in range(DEVICES)]
+    _add_mqtt(s, prefix)
+    catalog = Catalog(s.data_dir / "catalog.db")
+    DeviceRegistry(catalog).upsert([Device(id=d) for d in devices])
+    catalog.close()
+    client_ids = [f"{prefix}-ingest-{i}" for i in range(ingest_processes)]
+    ingest = [s.spawn("ingest", "--no-http", "--client-id", c) for c in client_ids]
+    s.spawn("worker")
+    publisher = Publisher(prefix, devices)
+    try:
+        _wait_started(s)
+        time.sleep(0.5)  # every ingest process subscribed (its session exists from now)
+        messages, expected = _plan(devices)
+        for i, (device, body) in enumerate(messages):
+            publisher.publish(device, body)
+            during(i, len(messages), ingest)
+            time.sleep(0.004)
+        _wait_rows(s, len(expected))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                publisher.watermarks.get(d, 0) < MESSAGES for d in devices):
+            time.sleep(0.1)
+        assert {d: publisher.watermarks.get(d) for d in devices} == dict.fromkeys(
+            devices, MESSAGES)
+        hot = s.hot_rows()
+        assert hot == expected, f"{len(set(expected) - set(hot))} lost"
+        assert s.stream_last() == len(messages), "the stream holds a message twice"
+        s.assert_exact(expected)
+        assert all("MQTT ingest from" in p.log_path.read_text() for p in ingest)
+    finally:
+        publisher.close()
+        _drop_sessions(client_ids, s)
+
+
+def test_mqtt_into_jetstream_exactly_once_across_kill9(tmp_path: Path) -> None:
+    """Two ingest processes share the subscription; one is killed -9 and restarted."""
+    require_service("Mosquitto", 1883)
+    require_service("NATS", 4222)
+
+    def kill_one(i: int, n: int, ingest: list[Proc]) -> None:
+        if i == n // 3:
+            ingest[0].signal(signal.SIGKILL)  # groups in flight, PUBACKs withheld
+        if i == n // 2:
+            ingest[0].start()
+
     with stack(tmp_path, [NATS_URL], batch_messages=100) as s:
-        _add_mqtt(s, prefix)
-        catalog = Catalog(s.data_dir / "catalog.db")
-        DeviceRegistry(catalog).upsert([Device(id=d) for d in devices])
-        catalog.close()
-        ingest = [s.spawn("ingest", "--no-http", "--client-id", f"{prefix}-ingest-{i}")
-                  for i in range(2)]
-        s.spawn("worker")
-        publisher = Publisher(prefix, devices)
-        try:
-            _wait_started(s)
-            time.sleep(0.5)  # both ingest processes subscribed (their sessions exist from now)
-            messages, expected = _plan(devices)
-            for i, (device, body) in enumerate(messages):
-                publisher.publish(device, body)
-                if i == len(messages) // 3:
-                    ingest[0].signal(signal.SIGKILL)  # groups in flight, PUBACKs withheld
-                if i == len(messages) // 2:
-                    ingest[0].start()
-                time.sleep(0.004)
-            _wait_rows(s, len(expected))
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and any(
-                    publisher.watermarks.get(d, 0) < MESSAGES for d in devices):
-                time.sleep(0.1)
-            assert {d: publisher.watermarks.get(d) for d in devices} == dict.fromkeys(
-                devices, MESSAGES)
-            hot = s.hot_rows()
-            assert hot == expected, f"{len(set(expected) - set(hot))} lost"
-            assert s.stream_last() == len(messages), "the stream holds a message twice"
-            s.assert_exact(expected)
-            logs = [p.output() for p in ingest]
-            assert all("MQTT ingest from" in text for text in logs), logs
-        finally:
-            publisher.close()
-            _drop_sessions([f"{prefix}-ingest-{i}" for i in range(2)], s)
+        _run(s, 2, kill_one)
+
+
+def test_mqtt_ingest_withholds_pubacks_while_nats_is_down(tmp_path: Path) -> None:
+    """Our own nats-server is killed -9 and restarted mid-run: ingest withholds the PUBACKs,
+    retries the same message ids (the stream answers duplicate), and loses nothing."""
+    require_service("Mosquitto", 1883)
+    nats_server = NatsServer(tmp_path / "nats").start()
+
+    def restart_nats(i: int, n: int, ingest: list[Proc]) -> None:
+        if i == n // 4:  # down for 3 s, longer than publish_retry_seconds: groups fail
+            nats_server.kill(signal.SIGKILL)
+            threading.Timer(3.0, nats_server.start).start()
+
+    try:
+        with stack(tmp_path, [nats_server.url], batch_messages=100, publish_retry=1,
+                   publish_timeout=0.5) as s:
+            _run(s, 1, restart_nats)
+            board = Board(JetStreamSettings(servers=[nats_server.url], stream=s.stream))
+            try:
+                [report] = [r for r in board.reports() if r.get("mqtt")]
+            finally:
+                board.close()
+            assert report["mqtt"]["retries"] > 0  # PUBACKs were withheld, groups retried
+    finally:
+        nats_server.kill()
 
 
 def _drop_sessions(client_ids: list[str], s: Stack) -> None:
