@@ -179,6 +179,14 @@ def view(doc: dict[str, Any]) -> Group:
         for r in reasons:
             table.add_row(f"{r['count']:,}", escape(r["what"]), escape(r["do"]))
         parts.append(table)
+    processes = [p for p in doc.get("processes", []) if p["alive"]]
+    if processes:  # server profile: every process that reported recently
+        counts: dict[str, int] = {}
+        for p in processes:
+            name = "+".join(p["roles"])
+            counts[name] = counts.get(name, 0) + 1
+        parts.append(Text("processes: " + " · ".join(f"{name} ×{n}" for name, n in sorted(
+            counts.items())), style="dim"))
     jobs = doc.get("jobs", {})
     if jobs.get("last"):
         line = " · ".join(f"{name} {run['status']}" for name, run in jobs["last"].items())
