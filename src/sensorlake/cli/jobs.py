@@ -90,8 +90,8 @@ def _run_here(settings: Settings, db: OpsDB, job: str, params: dict[str, Any],
     here = settings.model_copy(update={"jobs": settings.jobs.model_copy(
         update={"enabled": False})})
     if settings.profile == "server":  # the workers store what a job appends
-        from sensorlake.cli.roles import open_runtime
-        runtime: Any = open_runtime(here, {"scheduler"}, threading.Event().wait)
+        from sensorlake.server.runtime import ServerRuntime
+        runtime: Any = ServerRuntime(here, {"scheduler"})
         drain = False
     else:
         from sensorlake.runtime import Runtime

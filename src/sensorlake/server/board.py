@@ -30,7 +30,7 @@ from nats.js.errors import BucketNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from sensorlake.config import JetStreamSettings
-from sensorlake.log.jetstream_core import AsyncRunner, connect
+from sensorlake.log.jetstream_core import connect, open_runner
 from sensorlake.ops.rates import RateWindow
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,7 @@ class Board:
 
     def __init__(self, settings: JetStreamSettings, name: str = "board") -> None:
         self.settings = settings
-        self._runner = AsyncRunner(f"{name}-nats")
-        try:
-            self._runner.call(self._open(name), timeout=30)
-        except BaseException:
-            self._runner.close()
-            raise
+        self._runner = open_runner(name, lambda: self._open(name))
 
     async def _open(self, name: str) -> None:
         self.nc = await connect(self.settings.servers, name)

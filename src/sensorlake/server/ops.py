@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sensorlake.ops.embedded import sample_disk
 from sensorlake.ops.opsdb import OpsDB
 from sensorlake.ops.rates import RateWindow
 from sensorlake.ops.scheduler import HEARTBEAT, Scheduler
@@ -34,8 +34,6 @@ from sensorlake.server.lease import PgLease
 
 log = logging.getLogger(__name__)
 
-DISK_SAMPLE_SECONDS = 60.0
-DISK_KEEP_SECONDS = 2 * 86400.0
 CACHE_SECONDS = 1.0
 WORKER_COUNTERS = ("messages", "readings", "stored", "rejects", "errors", "lake_flushes")
 
@@ -176,11 +174,7 @@ class ServerOps:
 
     def sample(self) -> None:
         """Scheduler tick (the lease holder only): disk space of the data folder a minute."""
-        now = time.time()
-        if now - self._last_disk >= DISK_SAMPLE_SECONDS:
-            self._last_disk = now
-            usage = shutil.disk_usage(self.settings.data_dir)
-            self.db.add_disk_sample(usage.free, usage.total, DISK_KEEP_SECONDS)
+        self._last_disk = sample_disk(self.db, self.settings.data_dir, self._last_disk)
 
     def leads_scheduler(self) -> bool:
         return bool(self.scheduler is not None and self.scheduler.alive()
