@@ -252,6 +252,10 @@ def _problems(out: dict[str, Any], runtime: Any, rates: dict[str, float], covere
                                 "wait and more arrive than the worker stores",
                                 "raise worker.batch_messages, or move to the server profile "
                                 "with several workers"))
+    if out.get("board_error"):  # server profile: the process board could not be read
+        problems.append(problem("warning", out["board_error"], "check that NATS runs "
+                                "(jetstream.servers); the other processes' figures are from "
+                                "their last readable report"))
     if worker["last_error"]:
         problems.append(problem("warning", f"the worker could not write a store "
                                 f"({worker['errors']} times); last: {worker['last_error']}",

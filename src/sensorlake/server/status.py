@@ -78,7 +78,10 @@ def server_status(runtime: Any, tenant: str | None = None) -> dict[str, Any]:
     reports = ops.reports()
     out: dict[str, Any] = {"started_at": runtime.started_at.isoformat(), "profile": "server",
                            "roles": sorted(runtime.roles), "ingest": asdict(runtime.counters)}
-    consumer = ops.board.consumer_state()
+    try:
+        consumer = ops.board.consumer_state()
+    except Exception as exc:  # NATS restarting: figures from the stream only
+        consumer, ops.board_error = None, f"the workers' consumer is unreadable: {exc}"
     if runtime.log is not None:
         stats = runtime.log.stats()
         acked = stats.acked.get("lake", 0)
