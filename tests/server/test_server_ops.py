@@ -171,3 +171,33 @@ def test_one_scheduler_runs_jobs_on_the_server_backends(config: Path, tmp_path: 
 
         leader.close()  # the lease goes with its session: the standby takes over
         wait_for(standby.ops.leads_scheduler, "the standby to take the lease", timeout=15)
+
+
+def test_a_gone_worker_is_reported_and_its_totals_stay(config: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fake figures: once the only worker stops reporting, status says the worker is not
+    running (error, exit 1), /readyz is 503, and the totals it reported do not drop."""
+    from sensorlake.server import board
+    settings = load_settings(config)
+    with running(settings, {"api", "ingest"}) as api:
+        api.registry.upsert([Device(id="st-1")])
+        owner, _ = api.tokens.create(Role.OWNER, "default", label="test")
+        ingest, _ = api.tokens.create(Role.INGEST, "default", label="test")
+        client = TestClient(api.app())
+        headers = {"Authorization": f"Bearer {owner}"}
+        with running(settings, {"worker"}):
+            for seq in range(1, 6):
+                assert client.post("/api/v1/ingest", content=envelope(seq), headers={
+                    "Authorization": f"Bearer {ingest}"}).status_code == 200
+            wait_for(lambda: client.get("/api/v1/status", headers=headers).json()["worker"][
+                "messages"] == 5, "the worker's report")
+        monkeypatch.setattr(board, "STALE_SECONDS", 2.0)
+        time.sleep(3)
+        doc = client.get("/api/v1/status", headers=headers).json()
+        assert doc["worker"]["processes"] == 0 and doc["worker"]["messages"] == 5
+        assert any(p["severity"] == "error" and "no worker process reported" in p["what"]
+                   for p in doc["problems"]), doc["problems"]
+        assert client.get("/readyz").status_code == 503
+        metrics = client.get("/metrics").text
+        assert 'sensorlake_up{worker="stopped"} 1.0' in metrics
+        assert "sensorlake_worker_messages_total 5.0" in metrics
