@@ -57,6 +57,7 @@ class ServerOps:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.settings = settings = runtime.settings
+        self.board = Board(settings.jetstream, name=f"sensorlake-board-{os.getpid()}")
         self.db = OpsDB(settings.path("ops.db"))
         self.rates = RateWindow()
         self.scheduler: Scheduler | None = None
@@ -64,7 +65,6 @@ class ServerOps:
         host = socket.gethostname()
         self.key = f"{'-'.join(sorted(runtime.roles))}.{host}.{os.getpid()}." \
                    f"{uuid.uuid4().hex[:8]}".replace("_", "-")
-        self.board = Board(settings.jetstream, name=f"sensorlake-board-{os.getpid()}")
         self.reporter = Reporter(self.board, self.key, runtime.report)
         self._cache: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self.board_error: str | None = None
