@@ -131,7 +131,7 @@ def s3_settings(endpoint: str, bucket: str | None = None) -> S3Settings:
 
 
 def delete_stream(settings: JetStreamSettings) -> None:
-    """Delete a test's stream and its KV buckets."""
+    """Delete a test's stream and its KV buckets (consumers, marks, process board)."""
     import asyncio
 
     import nats
@@ -141,7 +141,8 @@ def delete_stream(settings: JetStreamSettings) -> None:
         js = nc.jetstream()
         for delete, name in ((js.delete_stream, settings.stream),
                              (js.delete_key_value, settings.stream + "_consumers"),
-                             (js.delete_key_value, settings.stream + "_marks")):
+                             (js.delete_key_value, settings.stream + "_marks"),
+                             (js.delete_key_value, settings.stream + "_processes")):
             with contextlib.suppress(Exception):
                 await delete(name)
         await nc.close()

@@ -161,6 +161,10 @@ class Runtime:
     def ready(self) -> bool:
         return self._worker_thread is not None and self._worker_thread.is_alive()
 
+    def exported_offset(self) -> int:
+        """Every log offset at or below this is in the lake (the worker's acked offset)."""
+        return self.log.position(self.worker.consumer)
+
     def serve(self, host: str | None = None, port: int | None = None,
               on_started: Any = None) -> None:
         """Run the HTTP API in this thread until interrupted; then shut down gracefully."""

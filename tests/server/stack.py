@@ -145,7 +145,9 @@ class Stack:
             "[jetstream]", f"servers = {orjson.dumps(self.nats_urls).decode()}",
             f'stream = "{self.stream}"', f'subject_prefix = "chaos.{self.stream}"',
             f"ack_wait_seconds = {s.get('ack_wait', 5)}", f"replicas = {s.get('replicas', 1)}",
-            f"max_deliver = {s.get('max_deliver', 50)}", "publish_retry_seconds = 60",
+            f"max_deliver = {s.get('max_deliver', 50)}",
+            f"publish_retry_seconds = {s.get('publish_retry', 60)}",
+            f"publish_timeout_seconds = {s.get('publish_timeout', 5)}",
             "[postgres]",
             f'dsn = "postgresql://postgres@127.0.0.1:{self.pg_port}/test"',
             f'schema_name = "{self.schema}"', "connect_timeout_seconds = 2", "pool_size = 2",
@@ -296,7 +298,7 @@ class Stack:
             for name in (self.stream,):
                 with contextlib.suppress(Exception):
                     await js.delete_stream(name)
-            for bucket in ("_consumers", "_marks"):
+            for bucket in ("_consumers", "_marks", "_processes"):
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(self.stream + bucket)
             await nc.close()

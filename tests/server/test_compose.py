@@ -17,12 +17,12 @@ def test_compose_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     compose = yaml.safe_load((ROOT / "compose.server.yml").read_text())
     services = compose["services"]
     assert {"nats-1", "nats-2", "nats-3", "postgres", "minio", "ingest", "worker",
-            "api"} <= set(services)
+            "api", "scheduler"} <= set(services)
     roles = {name: svc["command"] for name, svc in services.items()
              if svc.get("image", "").startswith("sensorlake")}
     assert {tuple(cmd[:3]) for cmd in roles.values()} == {
         ("sensorlake", "run", "ingest"), ("sensorlake", "run", "worker"),
-        ("sensorlake", "run", "api")}
+        ("sensorlake", "run", "api"), ("sensorlake", "run", "scheduler")}
     for name in ("nats-1", "nats-2", "nats-3"):
         command = services[name]["command"]
         assert "-js" in command and "--routes" in command, name

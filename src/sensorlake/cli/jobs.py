@@ -87,9 +87,15 @@ def _run_here(settings: Settings, db: OpsDB, job: str, params: dict[str, Any],
     """No scheduler runs on the data folder: open the stores here (without the scheduler)
     and run the job in a thread while the progress bar follows it."""
     from sensorlake.ops.jobs import JobContext, execute
-    from sensorlake.runtime import Runtime
-    runtime = Runtime(settings.model_copy(update={"jobs": settings.jobs.model_copy(
-        update={"enabled": False})}))
+    here = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+        update={"enabled": False})})
+    if settings.profile == "server":  # the workers store what a job appends
+        from sensorlake.server.runtime import ServerRuntime
+        runtime: Any = ServerRuntime(here, {"scheduler"})
+        drain = False
+    else:
+        from sensorlake.runtime import Runtime
+        runtime = Runtime(here)
     outcome: dict[str, Any] = {}
     try:
         if drain:
@@ -273,10 +279,17 @@ def run_scheduler(
     data_dir: DataDirOption = None, config: ConfigOption = None,
 ) -> None:
     """Run the scheduler role alone: retention, compaction, alerts, imports and the jobs of
-    plugins (when `sensorlake up` runs with jobs.enabled = false, or in server mode)."""
+    plugins (when `sensorlake up` runs with jobs.enabled = false, or in server mode, where
+    one scheduler of the deployment runs jobs at a time and others wait for its lease)."""
     from sensorlake.runtime import Runtime
     with friendly_errors():
         settings = settings_from(data_dir, config)
+        if settings.profile == "server":
+            from sensorlake.cli.roles import serve_roles
+            enabled = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+                update={"enabled": True})})
+            serve_roles(enabled, {"scheduler"}, None, None, seconds=seconds)
+            return
         if server_url(settings):
             raise ConfigError(f"sensorlake up already runs on {settings.data_dir} and, in "
                               "embedded mode, holds its stores: it runs the scheduler itself "

@@ -1,8 +1,10 @@
-"""`sensorlake run ingest|worker|api`: one role of the server profile per process.
+"""`sensorlake run ingest|worker|api`: one role of the server profile per process
+(`sensorlake run scheduler` is in cli/jobs.py).
 
 Start as many of each as the load needs (workers share one JetStream consumer; ingest and
-api processes are stateless behind a load balancer). `sensorlake up` with
-`profile = "server"` runs all three roles in one process.
+api processes are stateless behind a load balancer; ingest processes share the MQTT
+subscriptions with `mqtt.shared_group`). `sensorlake up` with `profile = "server"` runs every
+role in one process.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sensorlake.cli.common import (
     settings_from,
 )
 from sensorlake.cli.run import HostOption, PortOption, _check_port
-from sensorlake.cli.run_roles import ClientIdOption, SharedOption, UrlOption
+from sensorlake.cli.run_roles import ClientIdOption, SharedOption, UrlOption, with_mqtt_options
 from sensorlake.config import Settings
 from sensorlake.errors import ConfigError, TransientError
 from sensorlake.tuning import tune_for_service
@@ -68,9 +70,13 @@ def _interruptible() -> tuple[threading.Event, dict[int, object]]:
     return stop, previous
 
 
-def serve_roles(settings: Settings, roles: set[str], host: str | None, port: int | None) -> None:
-    """Run `roles` in this process until SIGINT/SIGTERM, then shut down gracefully."""
-    if roles & {"ingest", "api"}:
+def serve_roles(settings: Settings, roles: set[str], host: str | None, port: int | None,
+                http: bool | None = None, mqtt: bool = False, seconds: float = 0) -> None:
+    """Run `roles` in this process until SIGINT/SIGTERM (or `seconds`), then shut down
+    gracefully. `http` defaults to whether ingest or api is among the roles; `mqtt` starts
+    MQTT ingest when mqtt.url is set."""
+    http = bool(roles & {"ingest", "api"}) if http is None else http
+    if http:
         _check_port(host or settings.http.host, settings.http.port if port is None else port)
     stop, previous = _interruptible()
     try:
@@ -79,38 +85,52 @@ def serve_roles(settings: Settings, roles: set[str], host: str | None, port: int
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
     tune_for_service()
-    runtime.start_worker()
+    with friendly_errors():
+        runtime.start(mqtt=mqtt)
     names = ", ".join(sorted(roles))
-    if roles & {"ingest", "api"}:
+    if runtime.mqtt is not None:
+        console.print(f"  MQTT ingest from {runtime.mqtt.broker} as {runtime.mqtt.client_id}"
+                      + (f" (shared group {settings.mqtt.shared_group})"
+                         if settings.mqtt.shared_group else ""), highlight=False)
+    if http:
         def started(rt: object) -> None:
             console.print(f"sensorlake {names} is up: [bold]{runtime.url}[/bold]; Ctrl-C or "
                           "SIGTERM stops it cleanly")
+        if seconds:
+            timer = threading.Timer(seconds, runtime.request_stop)
+            timer.daemon = True
+            timer.start()
         runtime.serve(host, port, on_started=started)
     else:
         console.print(f"sensorlake {names} is running ({time.strftime('%H:%M:%S')}); Ctrl-C or "
-                      "SIGTERM finishes the batch in hand, acknowledges it and exits")
-        runtime.run_until_stopped()
+                      "SIGTERM finishes the work in hand, acknowledges it and exits")
+        runtime.run_until_stopped(seconds)
 
 
 def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
            shared_group: SharedOption = None,
            seconds: Annotated[float, typer.Option(
-               help="MQTT only: stop by itself after this many seconds (0 = until "
-               "Ctrl-C/SIGTERM).", min=0)] = 0,
+               help="Stop by itself after this many seconds (0 = until Ctrl-C/SIGTERM).",
+               min=0)] = 0,
+           http: Annotated[bool, typer.Option(
+               "--http/--no-http", help="Server profile: serve HTTP ingest too (with "
+               "--no-http, MQTT ingest only and no port).")] = True,
            config: ConfigOption = None, data_dir: DataDirOption = None,
            host: HostOption = None, port: PortOption = None) -> None:
     """Ingest as a process of its own. Embedded profile: MQTT broker -> log (PUBACK after
-    the durable append). Server profile: HTTP ingest -> JetStream, 200 after the PubAck."""
+    the durable append). Server profile: HTTP ingest and, with mqtt.url, MQTT ingest ->
+    JetStream: 200 or PUBACK only after the PubAck."""
     with friendly_errors():
         settings = settings_from(data_dir, config)
         if settings.profile != "server":
             from sensorlake.cli import run_roles
             run_roles.ingest(mqtt_url, client_id, shared_group, seconds, data_dir, config)
             return
-        if mqtt_url or settings.mqtt.url:
-            raise ConfigError("MQTT ingest into JetStream is not available yet: unset mqtt.url "
-                              "(the server profile's `run ingest` serves HTTP ingest)")
-        serve_roles(settings, {"ingest"}, host, port)
+        settings = with_mqtt_options(settings, mqtt_url, client_id, shared_group)
+        if not http and not settings.mqtt.url:
+            raise ConfigError("--no-http leaves nothing to ingest from: set [mqtt] url, "
+                              "SENSORLAKE_MQTT__URL or --mqtt-url, or drop --no-http")
+        serve_roles(settings, {"ingest"}, host, port, http=http, mqtt=True, seconds=seconds)
 
 
 @run_app.command("worker")
@@ -125,7 +145,8 @@ def worker(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
 @run_app.command("api")
 def api(config: ConfigOption = None, data_dir: DataDirOption = None,
         host: HostOption = None, port: PortOption = None) -> None:
-    """The query API (readings, latest, status, quarantine) and ingest, on PostgreSQL."""
+    """The query API (readings, latest, status, metrics, jobs, alerts, quarantine) and HTTP
+    ingest, on PostgreSQL; status and /metrics cover every process of the deployment."""
     with friendly_errors():
         settings = _server_settings(data_dir, config)
         serve_roles(settings, {"api", "ingest"}, host, port)

@@ -58,10 +58,12 @@ def up(data_dir: DataDirOption = None, config: ConfigOption = None, host: HostOp
        port: PortOption = None) -> None:
     """Run ingest, the worker and the API in one process until Ctrl-C (or SIGTERM)."""
     with friendly_errors():
-        if settings_from(data_dir, config).profile == "server":  # NATS, PostgreSQL, S3
+        settings = settings_from(data_dir, config)
+        if settings.profile == "server":  # NATS, PostgreSQL, S3
             from sensorlake.cli.roles import serve_roles
-            return serve_roles(settings_from(data_dir, config), {"ingest", "worker", "api"},
-                               host, port)
+            roles = {"ingest", "worker", "api"} | ({"scheduler"} if settings.jobs.enabled
+                                                   else set())
+            return serve_roles(settings, roles, host, port, mqtt=True)
         runtime = _open(data_dir, config, host, port)
 
     def started(rt: Runtime) -> None:

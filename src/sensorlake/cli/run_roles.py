@@ -17,6 +17,7 @@ from sensorlake.cli.common import (
     friendly_errors,
     settings_from,
 )
+from sensorlake.config import Settings
 from sensorlake.errors import ConfigError
 
 UrlOption = Annotated[str | None, typer.Option(
@@ -28,6 +29,16 @@ ClientIdOption = Annotated[str | None, typer.Option(
 SharedOption = Annotated[str | None, typer.Option(
     "--shared-group", envvar="SENSORLAKE_MQTT__SHARED_GROUP", show_envvar=True,
     help="Share the subscriptions with other ingest processes ($share/<group>/...).")]
+
+
+def with_mqtt_options(settings: Settings, mqtt_url: str | None, client_id: str | None,
+                      shared_group: str | None) -> Settings:
+    """`settings` with the broker flags of `sensorlake run ingest` applied."""
+    changes = {k: v for k, v in (("url", mqtt_url), ("client_id", client_id),
+                                 ("shared_group", shared_group)) if v is not None}
+    if changes:
+        settings.mqtt = settings.mqtt.model_copy(update=changes)
+    return settings
 
 
 def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
@@ -42,11 +53,8 @@ def ingest(mqtt_url: UrlOption = None, client_id: ClientIdOption = None,
     from sensorlake.tuning import tune_for_service
 
     with friendly_errors():
-        settings = settings_from(data_dir, config)
-        changes = {k: v for k, v in (("url", mqtt_url), ("client_id", client_id),
-                                     ("shared_group", shared_group)) if v is not None}
-        if changes:
-            settings.mqtt = settings.mqtt.model_copy(update=changes)
+        settings = with_mqtt_options(settings_from(data_dir, config), mqtt_url, client_id,
+                                     shared_group)
         if not settings.mqtt.url:
             raise ConfigError("no broker to ingest from: set [mqtt] url, "
                               "SENSORLAKE_MQTT__URL or --mqtt-url (e.g. mqtt://127.0.0.1:1883)")

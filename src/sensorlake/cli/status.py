@@ -34,20 +34,41 @@ from sensorlake.errors import SensorlakeError
 from sensorlake.ops.status import human_bytes, human_seconds
 from sensorlake.runtime import open_catalog, server_url
 
+SAMPLE_SECONDS = 2.1
+"""Server profile: seconds between the two samples of the stream (ingest rate)."""
+
 
 class StatusSource:
     """Where the status comes from: the running sensorlake's API (with a token valid for an
-    hour, revoked at the end), or, when none runs, the stores on disk."""
+    hour, revoked at the end), or, when none runs, the stores on disk. Server profile: the
+    services themselves (NATS, PostgreSQL, ops.db), whatever process runs where."""
 
     def __init__(self, settings: Settings, tenant: str) -> None:
         self.settings, self.tenant = settings, tenant
-        self.url = server_url(settings)
+        self.server = settings.profile == "server"
+        self.url = None if self.server else server_url(settings)
         self._token: tuple[str, str] | None = None
+        self._runtime: Any = None
 
     def fetch(self) -> dict[str, Any]:
+        if self.server:
+            return self._deployment()
         if self.url:
             return self._remote()
         return offline_status(self.settings, self.tenant)
+
+    def _deployment(self) -> dict[str, Any]:
+        """The server deployment's status, as its api processes compute it; the first call
+        samples the stream twice, SAMPLE_SECONDS apart, for the ingest rate."""
+        from sensorlake.ops.status import build_status
+        from sensorlake.server.runtime import ServerRuntime
+        if self._runtime is None:
+            self._runtime = ServerRuntime(self.settings, {"api", "ingest"})
+            self._runtime.ops.current_rates(self._runtime.ops.counters())
+            time.sleep(SAMPLE_SECONDS)
+        doc = build_status(self._runtime, self.tenant)
+        doc["running"] = self._runtime.ops.worker_alive()
+        return doc
 
     def _remote(self) -> dict[str, Any]:
         if self._token is None:
@@ -66,6 +87,8 @@ class StatusSource:
         return response.json()
 
     def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
         if self._token is not None:
             TokenStore(open_catalog(self.settings)).revoke(self._token[1])
 
@@ -156,6 +179,14 @@ def view(doc: dict[str, Any]) -> Group:
         for r in reasons:
             table.add_row(f"{r['count']:,}", escape(r["what"]), escape(r["do"]))
         parts.append(table)
+    processes = [p for p in doc.get("processes", []) if p["alive"]]
+    if processes:  # server profile: every process that reported recently
+        counts: dict[str, int] = {}
+        for p in processes:
+            name = "+".join(p["roles"])
+            counts[name] = counts.get(name, 0) + 1
+        parts.append(Text("processes: " + " · ".join(f"{name} ×{n}" for name, n in sorted(
+            counts.items())), style="dim"))
     jobs = doc.get("jobs", {})
     if jobs.get("last"):
         line = " · ".join(f"{name} {run['status']}" for name, run in jobs["last"].items())

@@ -39,7 +39,6 @@ from sensorlake.config import JetStreamSettings
 from sensorlake.errors import Backpressure, ConfigError, NotFound
 from sensorlake.log.base import AppendResult, Envelope, LogBatch, LogStats, Span
 from sensorlake.log.jetstream_core import (
-    AsyncRunner,
     NatsUnavailable,
     connect,
     headers_of,
@@ -47,6 +46,7 @@ from sensorlake.log.jetstream_core import (
     is_transient,
     key_token,
     msg_row,
+    open_runner,
     row_of,
     stream_config,
     subject_token,
@@ -83,12 +83,7 @@ class JetStreamLog:
         self._closed = False
         self._submitted: set[Future[AppendResult]] = set()
         self._submitted_lock = threading.Lock()
-        self._runner = AsyncRunner(f"{name}-nats")
-        try:
-            self._runner.call(self._open(name), timeout=30)
-        except BaseException:
-            self._runner.close()
-            raise
+        self._runner = open_runner(name, lambda: self._open(name))
 
     async def _open(self, name: str) -> None:
         cfg = self.settings

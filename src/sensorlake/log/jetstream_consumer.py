@@ -24,11 +24,11 @@ from nats.js import api
 
 from sensorlake.config import JetStreamSettings
 from sensorlake.log.jetstream_core import (
-    AsyncRunner,
     NatsUnavailable,
     connect,
     is_transient,
     msg_row,
+    open_runner,
     row_of,
     stream_config,
 )
@@ -60,12 +60,7 @@ class WorkQueue:
         self.max_bytes = max_bytes
         self._exhausted: list[int] = []
         self._lock = threading.Lock()
-        self._runner = AsyncRunner(f"{name}-nats")
-        try:
-            self._runner.call(self._open(name), timeout=30)
-        except BaseException:
-            self._runner.close()
-            raise
+        self._runner = open_runner(name, lambda: self._open(name))
 
     async def _open(self, name: str) -> None:
         cfg = self.settings

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -140,6 +140,18 @@ class AsyncRunner:
             self._thread.join(timeout=10)
         if not self.loop.is_running():
             self.loop.close()
+
+
+def open_runner(name: str, opener: Callable[[], Coroutine[Any, Any, None]]) -> AsyncRunner:
+    """A new AsyncRunner that has run `opener()` (connect, look up streams and buckets);
+    closed again if that fails."""
+    runner = AsyncRunner(f"{name}-nats")
+    try:
+        runner.call(opener(), timeout=30)
+    except BaseException:
+        runner.close()
+        raise
+    return runner
 
 
 async def connect(servers: Sequence[str], name: str) -> NATS:

@@ -34,7 +34,7 @@ def retention(ctx: JobContext) -> dict[str, Any]:
     from sensorlake.ops.replay import HOT_REWRITE_LOCK
     rt = ctx.runtime
     with HOT_REWRITE_LOCK:
-        deleted = rt.hot.apply_retention(done_offset=rt.log.position(rt.worker.consumer))
+        deleted = rt.hot.apply_retention(done_offset=rt.exported_offset())
     ctx.progress(done=1, total=1, rows_done=deleted)
     return {"deleted": deleted}
 
@@ -42,13 +42,18 @@ def retention(ctx: JobContext) -> dict[str, Any]:
 def compact_lake(ctx: JobContext) -> dict[str, Any]:
     """Merge small lake files of old partitions into larger ones (never both visible)."""
     from sensorlake.ops.compact import compact
+    from sensorlake.store.lake import ParquetLake
     rt = ctx.runtime
     settings = rt.settings.compaction
+    if not isinstance(rt.lake, ParquetLake):
+        ctx.progress(done=1, total=1, rows_done=0)
+        return {"skipped": "not available for an S3 lake: compaction publishes a merged file "
+                "with a hard link, which S3 has no equivalent of; its files stay as written"}
 
     def progress(done: int, total: int, result: Any) -> None:
         ctx.progress(done=done, total=total, rows_done=result.files_in)
 
-    result = compact(rt.lake, rt.log.position(rt.worker.consumer), settings.target_bytes,
+    result = compact(rt.lake, rt.exported_offset(), settings.target_bytes,
                      settings.min_age_seconds, progress=progress)
     return result.as_dict()
 
@@ -67,7 +72,12 @@ def etl_import(ctx: JobContext) -> dict[str, Any]:
 
 def replay(ctx: JobContext) -> dict[str, Any]:
     """Rebuild readings (and what is derived from them) from the lake's raw/ envelopes."""
+    from sensorlake.errors import ConfigError
     from sensorlake.ops.replay import run_replay
+    if ctx.runtime.settings.profile == "server":
+        raise ConfigError("replay is not available in the server profile yet (it rewrites "
+                          "lake files the exporter owns): replay on an embedded copy of the "
+                          "data folder, or wait for server replay (docs/server.md)")
     return run_replay(ctx)
 
 
@@ -84,6 +94,10 @@ def rollup_rebuild(ctx: JobContext) -> dict[str, Any]:
 
 def _rollups(ctx: JobContext, rebuild: bool) -> dict[str, Any]:
     hot = ctx.runtime.hot
+    if ctx.runtime.settings.profile == "server":
+        ctx.progress(done=1, total=1, rows_done=0)
+        return {"skipped": "not applicable: PostgreSQL keeps no rollups (server profile); "
+                "ranges are aggregated from the readings table"}
     if getattr(hot, "rollups", None) is None or not ctx.runtime.settings.rollups.enabled:
         ctx.progress(done=1, total=1, rows_done=0)
         return {"skipped": "this hot store keeps no rollups (rollups.enabled, embedded mode)"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from sensorlake.ops.opsdb import OpsDB
@@ -23,6 +24,17 @@ log = logging.getLogger(__name__)
 
 DISK_SAMPLE_SECONDS = 60.0
 DISK_KEEP_SECONDS = 2 * 86400.0
+
+
+def sample_disk(db: OpsDB, data_dir: Path, last: float) -> float:
+    """Record the data folder's free space in ops.db when DISK_SAMPLE_SECONDS passed since
+    `last`; returns the time of the last sample."""
+    now = time.time()
+    if now - last < DISK_SAMPLE_SECONDS:
+        return last
+    usage = shutil.disk_usage(data_dir)
+    db.add_disk_sample(usage.free, usage.total, DISK_KEEP_SECONDS)
+    return now
 
 
 class Ops:
@@ -48,14 +60,22 @@ class Ops:
             out[f"rows:{stage}"] = rows
         return out
 
+    def worker_stats(self) -> Any:
+        """The worker's counters (WorkerStats)."""
+        return self.runtime.worker.stats
+
+    def worker_alive(self) -> bool:
+        return bool(self.runtime.ready())
+
+    def current_rates(self, counters: dict[str, float]) -> tuple[dict[str, float], float]:
+        """Per-second rates of `counters` over the last minute (and the seconds covered)."""
+        self.rates.record(counters)
+        return self.rates.rates(counters)
+
     def sample(self) -> None:
         """Record counters (every couple of seconds) and disk space (every minute)."""
         self.rates.record(self.counters())
-        now = time.time()
-        if now - self._last_disk >= DISK_SAMPLE_SECONDS:
-            self._last_disk = now
-            usage = shutil.disk_usage(self.settings.data_dir)
-            self.db.add_disk_sample(usage.free, usage.total, DISK_KEEP_SECONDS)
+        self._last_disk = sample_disk(self.db, self.settings.data_dir, self._last_disk)
 
     def start(self) -> None:
         jobs = self.settings.jobs

@@ -35,7 +35,7 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sensorlake.errors import Backpressure, InputError, NotFound
+from sensorlake.errors import Backpressure, InputError, NotFound, TransientError
 from sensorlake.log.base import Envelope
 from sensorlake.ops.jobs import JobContext
 from sensorlake.process.base import Batch
@@ -307,7 +307,8 @@ def quarantine_rows(bad: list[dict[str, Any]], tenant: str, file_hash: str, sour
 
 def append_all(log: Any, envelopes: list[Envelope], ctx: JobContext | None = None,
                chunk: int = 1000) -> tuple[int, int]:
-    """Append in chunks, waiting out backpressure; (new, duplicates)."""
+    """Append in chunks, waiting out backpressure and an unreachable log (NATS restarting:
+    the same message ids are appended again, so nothing doubles); (new, duplicates)."""
     new = dup = 0
     for start in range(0, len(envelopes), chunk):
         part = envelopes[start:start + chunk]
@@ -315,10 +316,11 @@ def append_all(log: Any, envelopes: list[Envelope], ctx: JobContext | None = Non
             try:
                 result = log.append(part)
                 break
-            except Backpressure as exc:
+            except TransientError as exc:
                 if ctx is not None:
-                    ctx.progress(message=f"log full, waiting: {exc}", force=True)
-                time.sleep(max(1.0, exc.retry_after))
+                    what = "log full" if isinstance(exc, Backpressure) else "log unavailable"
+                    ctx.progress(message=f"{what}, waiting: {exc}", force=True)
+                time.sleep(max(1.0, getattr(exc, "retry_after", 1.0)))
         new, dup = new + result.accepted, dup + result.duplicates
     return new, dup
 

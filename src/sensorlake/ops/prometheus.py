@@ -80,9 +80,9 @@ class RuntimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         rt = self.runtime
-        stats = rt.worker.stats
+        stats = rt.ops.worker_stats()  # server profile: summed over the process board
         up = _family("sensorlake_up", ["worker"])
-        up.add_metric(["alive" if rt.ready() else "stopped"], 1.0)
+        up.add_metric(["alive" if rt.ops.worker_alive() else "stopped"], 1.0)
         yield up
         for field in ("messages", "readings", "stored", "rejects", "errors"):
             yield _value(f"sensorlake_worker_{field}", getattr(stats, field))
@@ -100,15 +100,18 @@ class RuntimeCollector(Collector):
             if at is not None:
                 sinks.add_metric([sink], at.timestamp())
         yield sinks
-        yield from self._log()
+        if rt.log is not None:
+            yield from self._log()
         yield from self._ingest()
-        yield _value("sensorlake_quarantine_rows", rt.quarantine.count())
+        if rt.quarantine is not None:
+            yield _value("sensorlake_quarantine_rows", rt.quarantine.count())
         yield from self._ops()
 
     def _log(self) -> Iterator[Metric]:
         rt = self.runtime
         stats = rt.log.stats()
-        acked = stats.acked.get(rt.worker.consumer, 0)
+        server = rt.settings.profile == "server"
+        acked = stats.acked.get("lake" if server else rt.worker.consumer, 0)
         yield _value("sensorlake_log_last_offset", stats.last_offset)
         yield _value("sensorlake_log_acked_offset", acked)
         yield _value("sensorlake_log_backlog_messages", stats.last_offset - acked)
@@ -117,11 +120,18 @@ class RuntimeCollector(Collector):
         oldest = stats.oldest_unacked_us
         yield _value("sensorlake_log_oldest_unacked_age_seconds",
                      0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6))
-        seqs = getattr(rt.log, "_seqs", None)
-        yield _value("sensorlake_edge_watermark_devices", len(getattr(seqs, "marks", {})))
+        if not server:  # JetStream keeps watermarks in KV; counting keys is not done here
+            seqs = getattr(rt.log, "_seqs", None)
+            yield _value("sensorlake_edge_watermark_devices", len(getattr(seqs, "marks", {})))
 
     def _ingest(self) -> Iterator[Metric]:
         family = _family("sensorlake_ingest", ["source", "kind"])
+        summed = getattr(self.runtime.ops, "ingest_counters", None)
+        if summed is not None:  # server profile: every ingest process's counters, summed
+            for source, kind, value in summed():
+                family.add_metric([source, kind], value)
+            yield family
+            return
         for name, value in sorted(asdict(self.runtime.counters).items()):
             source, _, kind = name.partition("_")
             if isinstance(value, int | float):

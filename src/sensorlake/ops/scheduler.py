@@ -56,6 +56,11 @@ class Scheduler:
         self._last_prune = 0.0
         self.on_tick: list[Callable[[], None]] = []
         """Called every tick before jobs (rate and disk sampling); must be quick."""
+        self.gate: Callable[[], bool] | None = None
+        """When set, a tick runs only while it answers True (the server profile's lease:
+        one scheduler of a deployment runs jobs, the others wait)."""
+        self.leading = True
+        """Whether the last round passed the gate."""
 
     def start(self) -> None:
         load_jobs()
@@ -68,7 +73,9 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tick()
+                self.leading = self.gate is None or self.gate()
+                if self.leading:
+                    self.tick()
             except Exception:  # the scheduler must outlive any one failure
                 log.exception("scheduler tick failed; continuing")
             self._stop.wait(self.tick_seconds)

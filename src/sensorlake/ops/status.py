@@ -67,8 +67,7 @@ def build_status(runtime: Any, tenant: str, now: datetime | None = None) -> dict
     out = runtime.status(tenant)
     ops = runtime.ops
     counters = ops.counters()
-    ops.rates.record(counters)
-    rates, covered = ops.rates.rates(counters)
+    rates, covered = ops.current_rates(counters)
     problems: list[dict[str, str]] = []
     out["healthy"] = True
     out["rates"] = {
@@ -109,7 +108,10 @@ def _mtime(path: Any) -> str | None:
 
 
 def _lake_written(runtime: Any) -> str | None:
-    """When the newest raw/ partition last got a file (after a restart, before a flush)."""
+    """When the newest raw/ partition last got a file (after a restart, before a flush);
+    None for a lake that is not a local folder (S3)."""
+    if not hasattr(runtime.lake, "partition_files"):
+        return None
     newest = None
     for _, folder, live in runtime.lake.partition_files("raw"):
         newest = (folder, live)
@@ -120,7 +122,7 @@ def _lake_written(runtime: Any) -> str | None:
 
 def _stages(runtime: Any, counters: dict[str, float], rates: dict[str, float],
             covered: float) -> list[dict[str, Any]]:
-    stats = runtime.worker.stats
+    stats = runtime.ops.worker_stats()
     names = [s for s in STAGE_ORDER if s in stats.stage_rows]
     names += sorted(set(stats.stage_rows) - set(names))
     rows = []
@@ -143,13 +145,14 @@ def _eta(out: dict[str, Any], runtime: Any, rates: dict[str, float], covered: fl
          problems: list[dict[str, str]]) -> None:
     """ETA to drain at the current net rate, and at the worker's measured capacity."""
     log_ = out["log"]
-    to_process = max(0, log_["last_offset"] - out["worker"]["processed_offset"])
+    to_process = log_["to_process"] if "to_process" in log_ else max(
+        0, log_["last_offset"] - out["worker"]["processed_offset"])
     log_["to_process"] = to_process
     net = rates["messages"] - rates["log_appended"]
     log_["drain_rate_per_second"] = round(net, 2)
     log_["eta_seconds"] = round(to_process / net, 1) if to_process and net > 0 else (
         0.0 if not to_process else None)
-    stats = runtime.worker.stats
+    stats = runtime.ops.worker_stats()
     busy = sum(stats.stage_seconds.get(s, 0.0) for s in ("decode", "validate", "dedup",
                                                           "enrich", "aqi", "hot"))
     capacity = stats.messages / busy if busy > 0 else None
@@ -229,9 +232,15 @@ def _problems(out: dict[str, Any], runtime: Any, rates: dict[str, float], covere
               problems: list[dict[str, str]]) -> None:
     cfg = runtime.settings.status
     log_, worker = out["log"], out["worker"]
-    if not runtime.ready():
+    server = runtime.settings.profile == "server"
+    if not runtime.ops.worker_alive():
+        stale = out.get("processes_stale_after_seconds")
         problems.append(problem("error", "the worker is not running, so nothing received is "
-                                "being stored", "restart sensorlake (`sensorlake up`); if it "
+                                "being stored" + (f" (no worker process reported in the last "
+                                                  f"{stale} s)" if server else ""),
+                                "start `sensorlake run worker` (as many as the load needs); "
+                                "if it stops again, read its last error" if server else
+                                "restart sensorlake (`sensorlake up`); if it "
                                 "stops again, run it with -v and read the last error"))
     elif log_["to_process"] and covered >= 30 and rates["messages"] == 0:
         problems.append(problem("error", f"{log_['to_process']:,} envelopes wait in the log "
@@ -243,6 +252,10 @@ def _problems(out: dict[str, Any], runtime: Any, rates: dict[str, float], covere
                                 "wait and more arrive than the worker stores",
                                 "raise worker.batch_messages, or move to the server profile "
                                 "with several workers"))
+    if out.get("board_error"):  # server profile: the process board could not be read
+        problems.append(problem("warning", out["board_error"], "check that NATS runs "
+                                "(jetstream.servers); the other processes' figures are from "
+                                "their last readable report"))
     if worker["last_error"]:
         problems.append(problem("warning", f"the worker could not write a store "
                                 f"({worker['errors']} times); last: {worker['last_error']}",
@@ -296,7 +309,8 @@ def _problems(out: dict[str, Any], runtime: Any, rates: dict[str, float], covere
                                     f"again with `sensorlake jobs run {name}`"))
     if out["jobs"]["scheduler"] == "stopped":
         problems.append(problem("warning", "the scheduler is not running (no retention, "
-                                "compaction or alerts)", "restart sensorlake"))
+                                "compaction or alerts)", "start `sensorlake run scheduler` "
+                                "(one per deployment)" if server else "restart sensorlake"))
 
 
 def _disk_problem(disk: dict[str, Any], cfg: Any, problems: list[dict[str, str]]) -> None:

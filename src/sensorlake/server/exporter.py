@@ -28,16 +28,16 @@ import contextlib
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
 
-from sensorlake.config import Settings
+from sensorlake.config import PostgresSettings, Settings
 from sensorlake.errors import SensorlakeError, TransientError
 from sensorlake.log.base import Log, Span
+from sensorlake.server.lease import STALE_SECONDS, evict_stale_holder, lock_key, try_lock
 from sensorlake.store.base import Lake
 from sensorlake.store.pg_schema import TRANSIENT, connect, unavailable
 from sensorlake.store.postgres import PostgresStore
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 LAKE_CONSUMER = "lake"
 MAX_SPAN = 1_000_000
 """Most offsets exported as one span."""
-STALE_SECONDS = 30
-"""A lock holder idle this long is taken to be gone (the leader queries every 0.5 s)."""
 
 FRONTIER = """
 SELECT max(log_offset) FROM (
@@ -68,13 +66,20 @@ class ExportStats:
     leader: bool = False
 
 
+def exported_offset(settings: PostgresSettings) -> int:
+    """Every log offset at or below this is in the lake (the `lake_export` row)."""
+    with contextlib.closing(connect(settings, autocommit=True)) as conn:
+        row = conn.execute("SELECT exported FROM lake_export WHERE id = 1").fetchone()
+    return int(row[0])
+
+
 class LakeExporter:
     """Writes the lake from PostgreSQL when this process holds the exporter lock."""
 
     def __init__(self, settings: Settings, log_: Log, hot: PostgresStore, lake: Lake) -> None:
         self.settings, self.log, self.hot, self.lake = settings, log_, hot, lake
         self.stats = ExportStats()
-        self._key = zlib.crc32(f"sensorlake-lake-{settings.postgres.schema_name}".encode())
+        self._key = lock_key(settings.postgres, "lake")
         self._conn: psycopg.Connection | None = None
         self._last = time.monotonic()
 
@@ -93,24 +98,13 @@ class LakeExporter:
         return None
 
     def _try_lock(self, conn: psycopg.Connection) -> bool:
-        return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0])
+        return try_lock(conn, self._key)
 
     def _evict_stale_holder(self, conn: psycopg.Connection) -> bool:
         """End the session holding the lock if it has been idle for STALE_SECONDS: a live
         leader queries every half second, so that session's client is gone (a network cut
         the server did not notice, or a paused process). Returns whether one was ended."""
-        row = conn.execute(
-            "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = %s "
-            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = "
-            "current_database()) AND a.state = 'idle' "
-            "AND a.state_change < now() - make_interval(secs => %s)",
-            (self._key, STALE_SECONDS)).fetchone()
-        if row is None:
-            return False
-        log.warning("lake exporter: the session %s holding the exporter lock has been idle "
-                    "for over %s s; ending it and taking over", row[0], STALE_SECONDS)
-        return bool(conn.execute("SELECT pg_terminate_backend(%s)", (row[0],)).fetchone()[0])
+        return evict_stale_holder(conn, self._key, "lake exporter", STALE_SECONDS)
 
     def step(self, force: bool = False) -> Span | None:
         """Export one span if this process leads and one is due; returns it."""
@@ -180,9 +174,7 @@ class LakeExporter:
         self.stats.rows += readings.num_rows
 
     def exported(self) -> int:
-        with contextlib.closing(connect(self.settings.postgres, autocommit=True)) as conn:
-            row = conn.execute("SELECT exported FROM lake_export WHERE id = 1").fetchone()
-        return int(row[0])
+        return exported_offset(self.settings.postgres)
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -1,9 +1,13 @@
-"""The server profile's process: any mix of the roles ingest, worker and api.
+"""The server profile's process: any mix of the roles ingest, worker, api and scheduler.
 
-    ServerRuntime(settings, {"ingest"})   HTTP ingest -> JetStream (no PostgreSQL needed)
-    ServerRuntime(settings, {"worker"})   shared consumer -> PostgreSQL, plus the lake exporter
-    ServerRuntime(settings, {"api"})      queries, status, quarantine (PostgreSQL + lake)
-    all three                             `sensorlake up` with profile = "server"
+    ServerRuntime(settings, {"ingest"})     HTTP (and MQTT) ingest -> JetStream (no PostgreSQL)
+    ServerRuntime(settings, {"worker"})     shared consumer -> PostgreSQL, plus the lake exporter
+    ServerRuntime(settings, {"api"})        queries, status, metrics, jobs (PostgreSQL + lake)
+    ServerRuntime(settings, {"scheduler"})  the jobs, one process at a time (PostgreSQL lease)
+    all of them                             `sensorlake up` with profile = "server"
+
+Every process writes a report of its counters to the process board (`server/board.py`), so
+status and metrics of any api process cover the whole deployment (`server/ops.py`).
 
 Every role can run as many processes as wanted; they coordinate only through NATS and
 PostgreSQL. The device registry and tokens stay in `<data_dir>/catalog.db` (SQLite in WAL
@@ -16,9 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sensorlake.auth.services import AuthServices
 from sensorlake.auth.tokens import TokenStore
@@ -29,7 +32,10 @@ from sensorlake.log.jetstream import JetStreamLog
 from sensorlake.log.jetstream_consumer import WorkQueue
 from sensorlake.registry import DeviceRegistry
 from sensorlake.runtime import IngestCounters, Runtime, open_catalog
-from sensorlake.server.exporter import LakeExporter
+from sensorlake.server.exporter import LakeExporter, exported_offset
+from sensorlake.server.lease import held_by_anyone
+from sensorlake.server.ops import ServerOps
+from sensorlake.server.status import process_report, server_status
 from sensorlake.server.worker import ServerWorker
 from sensorlake.store.base import Lake
 from sensorlake.store.lake import ParquetLake
@@ -37,9 +43,16 @@ from sensorlake.store.pg_quarantine import PostgresQuarantine
 from sensorlake.store.postgres import PostgresStore
 from sensorlake.store.s3lake import S3Lake
 
+if TYPE_CHECKING:
+    from sensorlake.ingest.mqtt import MqttIngest
+
 log = logging.getLogger(__name__)
 
-ROLES = ("ingest", "worker", "api")
+ROLES = ("ingest", "worker", "api", "scheduler")
+STORE_ROLES = {"worker", "api", "scheduler"}
+"""Roles that open PostgreSQL and the lake."""
+LOG_ROLES = {"ingest", "worker", "scheduler"}
+"""Roles that open the JetStream log (the scheduler appends polls and imports)."""
 RETENTION_EVERY_SECONDS = 3600
 
 
@@ -64,13 +77,14 @@ class ServerRuntime(Runtime):
         self.registry = DeviceRegistry(self.catalog)
         self.tokens = TokenStore(self.catalog)
         self.auth = AuthServices(self.catalog, self.registry, self.tokens, settings)
-        self.mqtt = None  # MQTT ingest into JetStream is not wired yet (docs/server.md)
+        self.mqtt: MqttIngest | None = None
         self.counters = IngestCounters()
         self._codecs = configure_codecs(settings, registry_lookup(self.catalog))
         self.started_at = datetime.now(UTC)
         self._context_lock = threading.Lock()
         self._context_version, self._context, self._context_checked = -1, None, 0.0
         self._stop = threading.Event()
+        self._closed = False
         self._server = None
         self.url: str | None = None
         self._threads: list[threading.Thread] = []
@@ -81,20 +95,22 @@ class ServerRuntime(Runtime):
         self.queue: WorkQueue | None = None
         self.worker: ServerWorker | None = None
         self.exporter: LakeExporter | None = None
-        self.lake = open_lake(settings) if roles & {"worker", "api"} else None
+        self.lake = open_lake(settings) if roles & STORE_ROLES else None
+        self.ops: ServerOps | None = None
         try:
             self._open_backends()
+            self.ops = ServerOps(self)
         except BaseException:
             self.close()
             raise
 
     def _open_backends(self) -> None:
         s, roles = self.settings, self.roles
-        if roles & {"ingest", "worker"}:
+        if roles & LOG_ROLES:
             self.log = JetStreamLog(s.jetstream, s.log.max_bytes, s.log.keep_acked_seconds,
                                     name=f"sensorlake-{'-'.join(sorted(roles))}")
             self.appender = LogAppender(self.log)
-        if roles & {"worker", "api"}:
+        if roles & STORE_ROLES:
             self.hot = PostgresStore(s.postgres, self.lake, s.hot.retention_days)
             self.quarantine = PostgresQuarantine(s.postgres)
         if "worker" in roles:
@@ -105,6 +121,24 @@ class ServerRuntime(Runtime):
             self.exporter = LakeExporter(s, self.log, self.hot, self.lake)
 
     # -- lifecycle --------------------------------------------------------------------------
+    def start(self, mqtt: bool = False) -> None:
+        """Start this process's roles: worker threads, reports and the scheduler, and (with
+        `mqtt`, ingest role) MQTT ingest when mqtt.url is set."""
+        self.start_worker()
+        if self.ops is not None:
+            self.ops.start()
+        if mqtt:
+            self.start_mqtt()
+
+    def start_mqtt(self) -> None:
+        """MQTT ingest into JetStream (ingest role, `[mqtt] url` set): a PUBACK only after
+        the PubAck of the group that carries the message; watermarks from the stream's KV."""
+        if self.settings.mqtt.url and self.mqtt is None and self.log is not None \
+                and "ingest" in self.roles:
+            from sensorlake.ingest.mqtt import MqttIngest
+            self.mqtt = MqttIngest(self.settings, self.log)
+            self.mqtt.start()
+
     def start_worker(self) -> None:
         """Start the worker loop, the lake exporter and retention (worker role only)."""
         if self.worker is None or self.exporter is None:
@@ -121,16 +155,27 @@ class ServerRuntime(Runtime):
         return thread
 
     def _retention(self) -> None:
+        """Hourly retention by the exporter leader, only while no scheduler holds its lease
+        (a running scheduler does it as the `retention` job), so it runs once per deployment."""
         last = time.monotonic()
         while not self._stop.wait(5):
             if time.monotonic() - last < RETENTION_EVERY_SECONDS or self.exporter is None:
                 continue
             last = time.monotonic()
             try:
-                if self.hot is not None and self.exporter.stats.leader:
+                if self.hot is not None and self.exporter.stats.leader and \
+                        not held_by_anyone(self.settings.postgres, "scheduler"):
                     self.hot.apply_retention(done_offset=self.exporter.exported())
             except Exception:  # retention must never stop the worker
                 log.exception("retention failed; will try again in an hour")
+
+    def exported_offset(self) -> int:
+        """Every log offset at or below this is in the lake (PostgreSQL's lake_export)."""
+        return exported_offset(self.settings.postgres)
+
+    def report(self) -> dict[str, Any]:
+        """This process's report for the process board."""
+        return process_report(self)
 
     def ready(self) -> bool:
         if "worker" in self.roles:
@@ -187,15 +232,18 @@ class ServerRuntime(Runtime):
         return IngestFastPath(app, self)
 
     def _write_run_file(self) -> None:
-        if self.roles == set(ROLES):  # `sensorlake up`: CLI commands find it like embedded
+        if self.roles >= {"ingest", "worker", "api"}:  # `sensorlake up`: found like embedded
             super()._write_run_file()
 
-    def run_until_stopped(self) -> None:
-        """For a process without HTTP (worker role): wait for SIGINT/SIGTERM, then stop."""
+    def run_until_stopped(self, seconds: float = 0) -> None:
+        """For a process without HTTP (worker, scheduler, MQTT-only ingest): wait for
+        SIGINT/SIGTERM (or `seconds`), then stop."""
         previous = self._soften_signals()
+        started = time.monotonic()
         try:
             while not self._stop.wait(0.5):
-                pass
+                if seconds and time.monotonic() - started >= seconds:
+                    break
         finally:
             self.close()
             import signal
@@ -204,11 +252,22 @@ class ServerRuntime(Runtime):
 
     def close(self) -> None:
         """Stop: the worker finishes and acks its batch, the exporter writes what is
-        complete; then connections close."""
+        complete; then connections close. MQTT ingest stops first (what it appended
+        still reaches the workers), the last report is written after the worker stopped."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.mqtt is not None:
+            self.mqtt.stop()
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=120)
         self._remove_run_file()
+        if self.ops is not None:
+            try:
+                self.ops.close()
+            except Exception:
+                log.exception("closing the operations side failed")
         for closable in (self.queue, self.log, self.hot, self.quarantine):
             if closable is not None:
                 try:
@@ -220,28 +279,5 @@ class ServerRuntime(Runtime):
 
     # -- status -----------------------------------------------------------------------------
     def status(self, tenant: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"started_at": self.started_at.isoformat(), "profile": "server",
-                               "roles": sorted(self.roles), "ingest": asdict(self.counters)}
-        if self.log is not None:
-            stats = self.log.stats()
-            oldest = stats.oldest_unacked_us
-            out["log"] = {"first_offset": stats.first_offset, "last_offset": stats.last_offset,
-                          "stored_bytes": stats.stored_bytes, "max_bytes": stats.max_bytes,
-                          "exported_offset": stats.acked.get("lake", 0),
-                          "oldest_unexported_age_seconds": None if oldest is None
-                          else round(time.time() - oldest / 1e6, 3)}
-        if self.worker is not None and self.queue is not None:
-            stats_ = asdict(self.worker.stats)
-            for key in ("last_hot_commit", "last_lake_commit"):
-                if stats_[key] is not None:
-                    stats_[key] = stats_[key].isoformat()
-            pending, unacked = self.queue.pending()
-            out["worker"] = {**stats_, "pending": pending, "unacknowledged": unacked,
-                             "waiting_for_store": self.worker.waiting_since is not None}
-        if self.exporter is not None:
-            out["lake_export"] = {**asdict(self.exporter.stats)}
-            if out["lake_export"]["last_export"] is not None:
-                out["lake_export"]["last_export"] = out["lake_export"]["last_export"].isoformat()
-        if self.quarantine is not None:
-            out["quarantine"] = {"count": self.quarantine.count(tenant)}
-        return out
+        """The deployment's pipeline figures (the board, stream and consumer state)."""
+        return server_status(self, tenant)
