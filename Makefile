@@ -25,10 +25,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
 
-bench: install
+bench: install  # the embedded floors; every bench/*.py also runs on its own (--help)
 	$(BIN)/python bench/ingest_embedded.py
+	$(BIN)/python bench/worker_stages.py --kind batch --messages 20000
 
 clean:
 	rm -rf $(VENV) sensorlake-data .pytest_cache
