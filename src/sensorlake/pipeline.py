@@ -97,6 +97,34 @@ RAW_KEEP_BYTES = 96 << 20
 this many bytes; past it the flush reads the span back from the log instead."""
 
 
+def run_isolating(entries: LogBatch, stages: list[Stage], ctx: Context,
+                  stats: WorkerStats | None = None) -> Batch:
+    """Run the stages; if they crash on some input, split the batch until the envelope that
+    triggers it is alone, and quarantine that one. Nothing stops the worker (or a replay)."""
+    try:
+        return run_stages(entries, stages, ctx, stats)
+    except TransientError:
+        raise
+    except Exception as exc:
+        rollback_stages(stages)
+        table = entries.table
+        if table.num_rows == 1:
+            log.exception("stages failed on %s", table.column("msg_id")[0])
+            return Batch(rejects=pa.table({
+                "msg_id": table.column("msg_id"), "tenant": table.column("tenant"),
+                "device_id": table.column("device_id"), "stage": ["pipeline"],
+                "field": pa.nulls(1, pa.string()), "value": pa.nulls(1, pa.string()),
+                "reason": [f"internal error while processing this message "
+                           f"({type(exc).__name__}: {exc}); it is kept here with its raw "
+                           "bytes - please report it"],
+            }).cast(Batch().rejects.schema))
+        half = table.num_rows // 2
+        left = run_isolating(LogBatch(table.slice(0, half)), stages, ctx, stats)
+        right = run_isolating(LogBatch(table.slice(half)), stages, ctx, stats)
+        return Batch(pa.concat_tables([left.readings, right.readings]),
+                     pa.concat_tables([left.rejects, right.rejects]))
+
+
 @dataclass
 class _Pending:
     """The span processed into the hot store but not yet into the lake, with its log
@@ -324,30 +352,7 @@ class Worker:
         return ctx
 
     def _run_isolating(self, entries: LogBatch, ctx: Context) -> Batch:
-        """Run the stages; if they crash on some input, split the batch until the envelope
-        that triggers it is alone, and quarantine that one. Nothing stops the worker."""
-        try:
-            return run_stages(entries, self.stages, ctx, self.stats)
-        except TransientError:
-            raise
-        except Exception as exc:
-            rollback_stages(self.stages)
-            table = entries.table
-            if table.num_rows == 1:
-                log.exception("stages failed on %s", table.column("msg_id")[0])
-                return Batch(rejects=pa.table({
-                    "msg_id": table.column("msg_id"), "tenant": table.column("tenant"),
-                    "device_id": table.column("device_id"), "stage": ["pipeline"],
-                    "field": pa.nulls(1, pa.string()), "value": pa.nulls(1, pa.string()),
-                    "reason": [f"internal error while processing this message "
-                               f"({type(exc).__name__}: {exc}); it is kept here with its raw "
-                               "bytes - please report it"],
-                }).cast(Batch().rejects.schema))
-            half = table.num_rows // 2
-            left = self._run_isolating(LogBatch(table.slice(0, half)), ctx)
-            right = self._run_isolating(LogBatch(table.slice(half)), ctx)
-            return Batch(pa.concat_tables([left.readings, right.readings]),
-                         pa.concat_tables([left.rejects, right.rejects]))
+        return run_isolating(entries, self.stages, ctx, self.stats)
 
     def _flush_lake(self, span: Span, raw: pa.Table | None = None) -> None:
         clock = time.perf_counter()

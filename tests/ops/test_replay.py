@@ -149,3 +149,13 @@ def test_replace_span_contract(store: Any) -> None:
     assert store.write(hot_rows([("a", 0, 7.0, 8), ("a", 1, 7.0, 8), ("b", 0, 7.0, 8)])) == 0
     assert store.write(hot_rows([("a", 2, 7.0, 9)])) == 1
     assert store.count() == 4
+
+
+def test_replay_with_the_lake_on_s3_says_it_is_not_available() -> None:
+    from types import SimpleNamespace
+
+    from sensorlake.errors import ConfigError
+    from sensorlake.ops.replay import replay_range
+    now = datetime.now(UTC)
+    with pytest.raises(ConfigError, match="S3"):
+        replay_range(SimpleNamespace(lake=object()), now - timedelta(hours=1), now)

@@ -1,7 +1,8 @@
 """Operations in the server profile, on real NATS and PostgreSQL: status, /metrics, jobs and
 alerts routes of the api role cover every process through the process board; one scheduler
 of the deployment runs jobs at a time (PostgreSQL lease), and its jobs work on the server
-backends (import into JetStream, alerts on PostgreSQL, rollups not applicable, no replay)."""
+backends (import into JetStream, alerts on PostgreSQL, rollups not applicable, replay on
+PostgreSQL and the local lake)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from sensorlake.auth.tokens import Role
 from sensorlake.cli import app as cli
 from sensorlake.config import Settings, load_settings
-from sensorlake.registry import Device
+from sensorlake.registry import Calibration, Device
 from sensorlake.server.runtime import ServerRuntime
 from server_support import NATS_URL, PG_DSN, delete_stream, drop_schema, jetstream_settings
 from services import require_service, unique_name
@@ -163,9 +164,6 @@ def test_one_scheduler_runs_jobs_on_the_server_backends(config: Path, tmp_path: 
         assert "not applicable" in last["result"]["skipped"]
         for name in ("retention", "compact-lake"):
             assert jobs("run", name).exit_code == 0, name
-        replay = jobs("run", "replay", "--param", "from=-1h")
-        assert replay.exit_code == 1 and "not available in the server profile" in \
-            replay.output
         listed = jobs("list", "-f", "json")
         assert {r["job"] for r in orjson.loads(listed.stdout)} >= {"import", "alerts"}
 
@@ -201,3 +199,51 @@ def test_a_gone_worker_is_reported_and_its_totals_stay(config: Path,
         metrics = client.get("/metrics").text
         assert 'sensorlake_up{worker="stopped"} 1.0' in metrics
         assert "sensorlake_worker_messages_total 5.0" in metrics
+
+
+def test_replay_rebuilds_postgresql_and_the_lake_after_a_calibration_fix(config: Path) -> None:
+    """`sensorlake jobs run replay` in the server profile: the scheduler re-derives what the
+    exported envelopes stored, PostgreSQL and the lake's readings/ files get the corrected
+    values, and a second replay changes nothing."""
+    import duckdb
+    settings = load_settings(config)
+    runner = CliRunner()
+
+    def replay() -> dict[str, Any]:
+        out = runner.invoke(cli, ["jobs", "run", "replay", "--param", "from=-1h", "--param",
+                                  "to=now", "--config", str(config)])
+        assert out.exit_code == 0, out.output
+        history = runner.invoke(cli, ["jobs", "history", "--job", "replay", "-f", "json",
+                                      "--config", str(config)])
+        return orjson.loads(history.stdout)[0]["result"]
+
+    with running(settings, {"worker"}) as worker, running(settings, {"api", "ingest"}) as api, \
+            running(settings, {"scheduler"}) as scheduler:
+        api.registry.upsert([Device(id="st-1")])
+        ingest, _ = api.tokens.create(Role.INGEST, "default", label="test")
+        client = TestClient(api.app())
+        for seq in range(1, 11):
+            assert client.post("/api/v1/ingest", content=envelope(seq, 20.0 + seq), headers={
+                "Authorization": f"Bearer {ingest}"}).status_code == 200
+        wait_for(lambda: worker.exported_offset() >= 10, "the exporter to write the lake")
+        wait_for(scheduler.ops.leads_scheduler, "the scheduler's lease")
+        assert worker.hot is not None
+
+        def temperatures() -> tuple[list[float], list[float]]:
+            hot = worker.hot.span_readings(1, 10**9)  # type: ignore[union-attr]
+            stored = sorted(r["value"] for r in hot.to_pylist() if r["metric"] == "temperature")
+            files = scheduler.lake.files("readings")  # type: ignore[union-attr]
+            lake = duckdb.sql("SELECT value FROM read_parquet(?) WHERE metric = 'temperature' "
+                              "ORDER BY value", params=[files]).fetchall()
+            return stored, [v for (v,) in lake]
+
+        assert temperatures() == ([21.0 + k for k in range(10)],) * 2
+        api.registry.upsert([Device(id="st-1",
+                                    calibration={"temperature": Calibration(offset=0.5)})])
+        time.sleep(1.2)  # the scheduler's registry snapshot follows within a second
+        first = replay()
+        assert first["envelopes"] == 10 and first["lake_partitions_rewritten"] >= 1
+        assert temperatures() == ([21.5 + k for k in range(10)],) * 2
+        second = replay()
+        assert second["lake_partitions_rewritten"] == 0
+        assert temperatures() == ([21.5 + k for k in range(10)],) * 2

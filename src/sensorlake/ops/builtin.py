@@ -72,12 +72,7 @@ def etl_import(ctx: JobContext) -> dict[str, Any]:
 
 def replay(ctx: JobContext) -> dict[str, Any]:
     """Rebuild readings (and what is derived from them) from the lake's raw/ envelopes."""
-    from sensorlake.errors import ConfigError
     from sensorlake.ops.replay import run_replay
-    if ctx.runtime.settings.profile == "server":
-        raise ConfigError("replay is not available in the server profile yet (it rewrites "
-                          "lake files the exporter owns): replay on an embedded copy of the "
-                          "data folder, or wait for server replay (docs/server.md)")
     return run_replay(ctx)
 
 

@@ -21,6 +21,12 @@ codecs and stages and puts the results in place of what those envelopes produced
 - Rebuilders (rollups, issue 5) registered with `register_rebuilder` are called per day with
   the tenant, device, time range touched.
 
+Both profiles: "acknowledged" is the embedded log's acked offset or the server exporter's
+`lake_export` mark (`runtime.exported_offset()`); the stages are the replay's own (the running
+worker keeps its state); each day holds HOT_REWRITE_LOCK and, on PostgreSQL, the
+`hot-rewrite` advisory lock, so retention in no process drops re-inserted rows before the
+lake has them. The lake must be on a local disk (files are superseded by hard links).
+
 Limitation: a reading first stored by an envelope *outside* [A, B] whose row already left
 the hot store (retention) is not seen by the insert-if-absent check; if the fixed codec now
 also produces that key inside [A, B], the lake holds it twice. Replays of the last
@@ -29,6 +35,7 @@ hot.retention_days (the usual case after a fix) are exact.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,10 +46,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sensorlake.errors import InputError
+from sensorlake.errors import ConfigError, InputError
 from sensorlake.log.base import LOG_ENTRY_SCHEMA, LogBatch, Span
 from sensorlake.model import READING_SCHEMA
 from sensorlake.ops.jobs import JobContext
+from sensorlake.pipeline import quarantine_rows, run_isolating
+from sensorlake.process.base import Stage, commit_stages
+from sensorlake.process.stages import default_stages
 from sensorlake.store.base import HOT_SCHEMA
 from sensorlake.store.lake import HOUR_US, SORT_KEY, LakeFile, ParquetLake, file_name
 from sensorlake.timeparse import parse_time
@@ -105,21 +115,26 @@ def replay_range(rt: Any, start: datetime, end: datetime, tenant: str | None = N
                  device: str | None = None,
                  progress: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Replay the envelopes that arrived in [start, end) (see the module docstring)."""
+    if not isinstance(rt.lake, ParquetLake):
+        raise ConfigError("replay rewrites lake files in place and needs the lake on a local "
+                          "disk; with the lake on S3 (s3.bucket) it is not available yet")
     result = ReplayResult()
+    stages = default_stages()  # its own: the running worker's stages keep their state
     day = start
     while day < end:
         nxt = min(end, day + timedelta(days=1))
-        with HOT_REWRITE_LOCK:
-            _replay_window(rt, day, nxt, tenant, device, result, progress)
+        guard = getattr(rt.hot, "rewrite_guard", contextlib.nullcontext)
+        with HOT_REWRITE_LOCK, guard():  # no retention meanwhile, here or elsewhere
+            _replay_window(rt, stages, day, nxt, tenant, device, result, progress)
         day = nxt
     return result
 
 
-def _replay_window(rt: Any, start: datetime, end: datetime, tenant: str | None,
-                   device: str | None, result: ReplayResult,
+def _replay_window(rt: Any, stages: list[Stage], start: datetime, end: datetime,
+                   tenant: str | None, device: str | None, result: ReplayResult,
                    progress: Callable[[int, int], None] | None) -> None:
     lake: ParquetLake = rt.lake
-    acked = rt.log.position(rt.worker.consumer)
+    acked = rt.exported_offset()  # embedded: the log's acknowledged offset; server: exported
     lo, hi = _hour(start), _hour(end - timedelta(microseconds=1))
     raw_here = [f for _, _, live in lake.partition_files("raw", lo, hi) for f in live]
     arrived = _read(raw_here, LOG_ENTRY_SCHEMA)
@@ -152,8 +167,9 @@ def _replay_window(rt: Any, start: datetime, end: datetime, tenant: str | None,
         lo_off = a if first == 0 else part.column("offset")[0].as_py()
         hi_off = b if first + CHUNK_ENVELOPES >= entries.num_rows else \
             entries.column("offset")[first + CHUNK_ENVELOPES].as_py() - 1
-        readings = _derive(rt, part)
+        readings = _derive(rt, stages, part)
         rt.hot.replace_span(lo_off, hi_off, readings, devices, tenant)
+        commit_stages(stages)
         touched.append(readings.select(["ts"]))
         result.envelopes += part.num_rows
         if progress:
@@ -172,12 +188,11 @@ def _replay_window(rt: Any, start: datetime, end: datetime, tenant: str | None,
             rebuild(tenant, device, low, high)
 
 
-def _derive(rt: Any, entries: pa.Table) -> pa.Table:
-    """Decode and run the stages exactly as the worker does; HOT_SCHEMA with log_offset."""
+def _derive(rt: Any, stages: list[Stage], entries: pa.Table) -> pa.Table:
+    """Decode and run the stages exactly as a worker does; HOT_SCHEMA with log_offset."""
     ctx = rt.context()
-    batch = rt.worker._run_isolating(LogBatch(entries), ctx)
+    batch = run_isolating(LogBatch(entries), stages, ctx)
     if batch.rejects.num_rows:
-        from sensorlake.pipeline import quarantine_rows
         rt.quarantine.write(quarantine_rows(batch.rejects, entries))
     offsets = entries.column("offset").take(
         pc.index_in(batch.readings.column("msg_id"), value_set=entries.column("msg_id")))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import zlib
 
 import psycopg
 
 from sensorlake.config import PostgresSettings
-from sensorlake.store.pg_schema import connect
+from sensorlake.store.pg_schema import connect, lock_key
+
+__all__ = ["PgLease", "evict_stale_holder", "held_by_anyone", "lock_key", "try_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,6 @@ HOLDER = (
     "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = %s "
     "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = "
     "current_database())")
-
-
-def lock_key(settings: PostgresSettings, name: str) -> int:
-    """The advisory lock key of `name` ("lake", "scheduler") in this schema."""
-    return zlib.crc32(f"sensorlake-{name}-{settings.schema_name}".encode())
 
 
 def try_lock(conn: psycopg.Connection, key: int) -> bool:

@@ -74,6 +74,11 @@ def check_identifier(name: str) -> str:
     return name
 
 
+def lock_key(settings: PostgresSettings, name: str) -> int:
+    """The advisory lock key of `name` ("lake", "scheduler", "hot-rewrite") in this schema."""
+    return zlib.crc32(f"sensorlake-{name}-{settings.schema_name}".encode())
+
+
 def connect(settings: PostgresSettings, autocommit: bool = False) -> psycopg.Connection:
     """A connection whose search_path is the sensorlake schema; SinkUnavailable if down."""
     schema = check_identifier(settings.schema_name)

@@ -53,6 +53,7 @@ from sensorlake.store.pg_schema import (
     configure,
     connect,
     has_timescale,
+    lock_key,
     migrate,
     unavailable,
 )
@@ -68,6 +69,9 @@ from sensorlake.store.query import (
     utc,
     window_sql,
 )
+
+REWRITE_LOCK = "hot-rewrite"
+"""The advisory lock a replay window holds; retention does not run while it is held."""
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging (
@@ -286,6 +290,18 @@ class PostgresStore:
         return pa.Table.from_pylist([dict(zip(WINDOW_SCHEMA.names, r, strict=True))
                                      for r in rows], schema=WINDOW_SCHEMA)
 
+    @contextlib.contextmanager
+    def rewrite_guard(self) -> Iterator[None]:
+        """Held by a replay window (any process): retention skips its run meanwhile, so it
+        cannot drop rows the replay re-inserted before they are in the lake again."""
+        key = lock_key(self.settings, REWRITE_LOCK)
+        with contextlib.closing(connect(self.settings, autocommit=True)) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
     def apply_retention(self, now: datetime | None = None,
                         done_offset: int | None = None) -> int:
         """Drop partitions that end before the horizon and whose rows are all at or below
@@ -294,6 +310,9 @@ class PostgresStore:
             // timedelta(microseconds=1)
         dropped = 0
         with self.writing("retention") as conn:
+            if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                                (lock_key(self.settings, REWRITE_LOCK),)).fetchone()[0]:
+                return 0  # a replay is rewriting rows it still has to copy to the lake
             if self.partitions.timescale:
                 return self._drop_chunks(conn, horizon_us, done_offset)
             gone = []
