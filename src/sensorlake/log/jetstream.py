@@ -32,7 +32,7 @@ import nats
 import orjson
 from nats.aio.msg import Msg
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from sensorlake.config import JetStreamSettings
@@ -51,12 +51,11 @@ from sensorlake.log.jetstream_core import (
     stream_config,
     subject_token,
 )
+from sensorlake.log.jetstream_marks import Watermarks
 from sensorlake.log.memory import (
     Consumer,
     LogClosed,
     Row,
-    SeqStage,
-    SeqTracker,
     build_batch,
     describe_offsets,
     now_us,
@@ -103,10 +102,7 @@ class JetStreamLog:
         except nats.js.errors.NotFoundError:
             await self.js.add_stream(config)
         self._consumers = await self._bucket(f"{cfg.stream}_consumers")
-        self._marks = await self._bucket(f"{cfg.stream}_marks")
-        self._seqs = SeqTracker()
-        self._revisions: dict[tuple[str, str], int | None] = {}
-        self._marks_lock = asyncio.Lock()
+        self._marks = Watermarks(await self._bucket(f"{cfg.stream}_marks"), cfg)
 
     async def _bucket(self, bucket: str) -> KeyValue:
         try:
@@ -199,7 +195,7 @@ class JetStreamLog:
                         and first[e.msg_id] is e:  # type: ignore[union-attr]
                     fresh += 1
             try:
-                marks = await self._advance_marks(group)
+                marks = await self._marks.advance(group)
             except Exception as exc:
                 results.append(exc)
                 continue
@@ -292,71 +288,8 @@ class JetStreamLog:
 
     # -- watermarks --------------------------------------------------------------------------
 
-    async def _advance_marks(self, envelopes: Sequence[Envelope]) -> dict[tuple[str, str], int]:
-        keys = {(e.tenant, e.device_id) for e in envelopes}
-        with_seq = [e for e in envelopes if e.seq is not None]
-        async with self._marks_lock:
-            for key in {(e.tenant, e.device_id) for e in with_seq}:
-                seqs = [e.seq for e in with_seq if (e.tenant, e.device_id) == key]
-                await self._store_mark(key, seqs)  # type: ignore[arg-type]
-            for key in keys - {(e.tenant, e.device_id) for e in with_seq}:
-                if key not in self._revisions:
-                    await self._load_mark(key)
-            return {k: m for k in keys if (m := self._seqs.marks.get(k)) is not None}
-
-    async def _load_mark(self, key: tuple[str, str]) -> None:
-        try:
-            entry = await self._marks.get(key_token(*key))
-        except KeyNotFoundError:
-            self._revisions[key] = None
-            return
-        state = orjson.loads(entry.value or b"{}")
-        self._seqs.marks[key] = int(state.get("m", 0))
-        self._seqs.pending[key] = set(state.get("p", []))
-        self._revisions[key] = entry.revision
-
-    async def _store_mark(self, key: tuple[str, str], seqs: list[int]) -> None:
-        """Fold `seqs` into the device's watermark and write it with compare-and-set; on a
-        conflict (another ingest process moved it) re-read, merge and try again; while NATS
-        elects a leader or reconnects, retry until jetstream.publish_retry_seconds."""
-        deadline = time.monotonic() + self.settings.publish_retry_seconds
-        delay = 0.05
-        while True:
-            try:
-                if key not in self._revisions:
-                    await self._load_mark(key)
-                stage = SeqStage(self._seqs)
-                for seq in seqs:
-                    stage.add(key, seq)
-                value = orjson.dumps({"m": stage.marks[key], "p": sorted(stage.pending[key])})
-                revision = self._revisions.get(key)
-                if revision is None:
-                    new = await self._marks.create(key_token(*key), value)
-                else:
-                    new = await self._marks.update(key_token(*key), value, last=revision)
-                stage.apply()
-                self._revisions[key] = new
-                return
-            except Exception as exc:
-                conflict = isinstance(exc, KeyWrongLastSequenceError) or (
-                    isinstance(exc, nats.js.errors.APIError) and not is_transient(exc))
-                if not conflict and not is_transient(exc):
-                    raise
-                self._revisions.pop(key, None)  # re-read before the next attempt
-                if time.monotonic() > deadline:
-                    raise NatsUnavailable(f"could not update the watermark of {key[1]} "
-                                          f"({exc!r}); retry the request") from exc
-                await asyncio.sleep(0 if conflict else delay)
-                delay = min(delay * 2, 1.0)
-
     def watermarks(self, tenant: str, devices: Sequence[str]) -> dict[str, int]:
-        async def load() -> dict[str, int]:
-            async with self._marks_lock:
-                for device in devices:
-                    await self._load_mark((tenant, device))
-                return {d: m for d in devices
-                        if (m := self._seqs.marks.get((tenant, d))) is not None}
-        return dict(self._call(load()))
+        return dict(self._call(self._marks.watermarks(tenant, devices)))
 
     # -- reading -----------------------------------------------------------------------------
 
