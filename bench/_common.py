@@ -15,6 +15,11 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
+STATUS_POLL_SECONDS = 0.1
+"""How often a benchmark asks /api/v1/status whether everything is stored. One status call
+costs the server about 2.5 ms of CPU: polling every 20 ms took 12 % of a core from the
+pipeline under test. Every 100 ms costs 2.5 % and can end a run up to 0.1 s late, which
+only lowers the figure."""
 
 
 def free_port() -> int:
@@ -82,7 +87,7 @@ class Server:
             status = self.status(token)
             if status["worker"]["processed_offset"] >= status["log"]["last_offset"]:
                 return status
-            time.sleep(0.02)
+            time.sleep(STATUS_POLL_SECONDS)
         raise RuntimeError("worker did not drain the log in time")
 
     def stop(self) -> None:

@@ -34,7 +34,7 @@ import duckdb
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Server, append_results, free_port
+from _common import STATUS_POLL_SECONDS, Server, append_results, free_port
 from sensorlake.auth.tokens import Role, TokenStore
 from sensorlake.catalog import Catalog
 from sensorlake.config import load_settings
@@ -157,7 +157,7 @@ def sensorlake_run(server: Server, owner: str, broker: Broker, files: dict, expe
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"not stored in time: {status}")
-        time.sleep(0.02)
+        time.sleep(STATUS_POLL_SECONDS)
     elapsed = time.perf_counter() - started
     for pub in pubs:
         pub.wait()
