@@ -23,7 +23,9 @@ from sensorlake.store.memory import MemoryStore
 from sensorlake.store.postgres import PostgresStore
 from server_support import pg_schema
 
-T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+"""On a whole hour: the rows span 8 minutes, so an hourly bucket holds them all whatever the
+clock says when the test runs."""
 SPIKE, STUCK, CAL = Quality.SPIKE, Quality.STUCK, Quality.CALIBRATED
 # value i has quality QUALITIES[i]
 QUALITIES = [0, SPIKE, STUCK, SPIKE | STUCK, CAL, CAL | SPIKE, Quality.GAP, 0]
