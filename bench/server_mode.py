@@ -153,7 +153,8 @@ async def _drop_stream(stream: str) -> None:
     nc = await nats.connect(NATS)
     js = nc.jetstream()
     for delete, name in ((js.delete_stream, stream), (js.delete_key_value, f"{stream}_consumers"),
-                         (js.delete_key_value, f"{stream}_marks")):
+                         (js.delete_key_value, f"{stream}_marks"),
+                         (js.delete_key_value, f"{stream}_processes")):
         with contextlib.suppress(Exception):
             await delete(name)
     await nc.close()
