@@ -319,7 +319,7 @@ class Worker:
         ctx = self.context()
         if self._on_unknown_devices is not None and self.settings.ingest.auto_register:
             ctx = self._register_unknown(entries, ctx)
-        batch = self._run_isolating(entries, ctx)
+        batch = run_isolating(entries, self.stages, ctx, self.stats)
         table = entries.table
         offsets = table.column("offset").take(
             pc.index_in(batch.readings.column("msg_id"), value_set=table.column("msg_id")))
@@ -350,9 +350,6 @@ class Worker:
             self._on_unknown_devices(unknown)
             return self.context()
         return ctx
-
-    def _run_isolating(self, entries: LogBatch, ctx: Context) -> Batch:
-        return run_isolating(entries, self.stages, ctx, self.stats)
 
     def _flush_lake(self, span: Span, raw: pa.Table | None = None) -> None:
         clock = time.perf_counter()

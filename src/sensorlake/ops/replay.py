@@ -120,10 +120,10 @@ def replay_range(rt: Any, start: datetime, end: datetime, tenant: str | None = N
                           "disk; with the lake on S3 (s3.bucket) it is not available yet")
     result = ReplayResult()
     stages = default_stages()  # its own: the running worker's stages keep their state
+    guard = getattr(rt.hot, "rewrite_guard", contextlib.nullcontext)
     day = start
     while day < end:
         nxt = min(end, day + timedelta(days=1))
-        guard = getattr(rt.hot, "rewrite_guard", contextlib.nullcontext)
         with HOT_REWRITE_LOCK, guard():  # no retention meanwhile, here or elsewhere
             _replay_window(rt, stages, day, nxt, tenant, device, result, progress)
         day = nxt

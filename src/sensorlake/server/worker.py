@@ -32,7 +32,7 @@ from sensorlake.errors import TransientError
 from sensorlake.log.base import LogBatch
 from sensorlake.log.jetstream_consumer import Delivery, WorkQueue
 from sensorlake.log.memory import Row, build_batch
-from sensorlake.pipeline import Worker, WorkerStats, quarantine_rows
+from sensorlake.pipeline import Worker, WorkerStats, quarantine_rows, run_isolating
 from sensorlake.process.base import Batch, Context, Stage, commit_stages, rollback_stages
 from sensorlake.process.stages import default_stages
 from sensorlake.store.base import HOT_SCHEMA, QUARANTINE_SCHEMA
@@ -60,7 +60,6 @@ def exhausted_rejects(rows: list[Row], deliveries: int) -> pa.Table:
 class ServerWorker:
     """One worker process's loop over the shared consumer (in one thread)."""
 
-    _run_isolating = Worker._run_isolating
     _register_unknown = Worker._register_unknown
 
     def __init__(self, settings: Settings, queue: WorkQueue, hot: PostgresStore,
@@ -110,7 +109,7 @@ class ServerWorker:
         ctx = self.context()
         if self._on_unknown_devices is not None and self.settings.ingest.auto_register:
             ctx = self._register_unknown(entries, ctx)
-        batch: Batch = self._run_isolating(entries, ctx)
+        batch: Batch = run_isolating(entries, self.stages, ctx, self.stats)
         table = entries.table
         offsets = table.column("offset").take(
             pc.index_in(batch.readings.column("msg_id"), value_set=table.column("msg_id")))

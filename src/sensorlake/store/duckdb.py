@@ -35,7 +35,7 @@ from sensorlake.store.base import (
     ReadingQuery,
     series_schema,
 )
-from sensorlake.store.lake import ParquetLake
+from sensorlake.store.lake import HOUR_US, SORT_KEY, ParquetLake
 from sensorlake.store.memory import conform, dedupe_first
 from sensorlake.store.query import (
     DUCKDB,
@@ -73,7 +73,7 @@ WHERE excluded.ts > latest.ts
 """The newest row of each key in the batch becomes its latest, unless one at least as new is
 stored (duplicates and late rows never move it: first stored wins, as in `readings`)."""
 
-LAKE_ORDER = "epoch_us(ts) // 3600000000, tenant, device_id, metric, ts"
+LAKE_ORDER = f"epoch_us(ts) // {HOUR_US}, {', '.join(SORT_KEY['readings'])}"
 """The order of rows in a lake readings/ file: by UTC hour, then store.lake.SORT_KEY."""
 
 INSERT_NEWER = """
