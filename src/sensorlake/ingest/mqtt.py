@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 ACK_TOPIC = "sensorlake/{device}/ack"
 RETRY_MAX_SECONDS = 2.0
+READ_GATHER_SECONDS = 0.001
+"""paho's reader waits this long after a small read (never more than mqtt.batch_seconds)."""
 REPEAT_WATERMARK_SECONDS = 1.0
 """An unchanged watermark is published again at most this often (a device that resends
 after a lost ack learns it quickly; a busy device does not cost one publish per group)."""
@@ -87,6 +89,26 @@ def _principal(route: Route) -> Principal:
     return Principal(f"mqtt:{route.name}", Role.INGEST, route.tenant, route.device)
 
 
+def _simple_envelope(route: Route, source: str, payload: bytes,
+                     received_us: int) -> Envelope | None:
+    """The common message, one JSON object from the topic's own device with a positive
+    `seq`, as `parse_body` would make it but without its general machinery (a third of
+    ingest's CPU per small message); None for anything else, which takes `parse_body`."""
+    raw = payload.strip()
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    seq = doc.get("seq")
+    device = doc.get("device", route.device)
+    if type(seq) is not int or seq <= 0 or device != route.device:
+        return None
+    return Envelope(f"{route.tenant}/{device}/seq/{seq}", route.tenant, device, source, CODEC,
+                    raw, received_us, seq)
+
+
 def envelopes_of(route: Route | None, topic: str, payload: bytes,
                  received_us: int) -> tuple[list[Envelope], bool]:
     """The envelopes of one MQTT message, and whether it was refused. Refused bytes still
@@ -100,6 +122,9 @@ def envelopes_of(route: Route | None, topic: str, payload: bytes,
         digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
         return [Envelope(f"{route.tenant}/{route.device}/sha/{digest}", route.tenant,
                          route.device, source, route.codec, payload, received_us)], False
+    simple = _simple_envelope(route, source, payload, received_us)
+    if simple is not None:
+        return [simple], False
     principal = _principal(route)
     try:
         parsed = parse_body(payload, principal, received_us, source)
@@ -141,6 +166,7 @@ class MqttIngest:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.direct_publish = self._on_publish
+        self.client.gather_seconds = min(READ_GATHER_SECONDS, self.mqtt.batch_seconds)
 
     # -- paho's network thread ---------------------------------------------------------------
     def _on_connect(self, client: Client, userdata: Any, flags: Any, reason: ReasonCode,

@@ -8,12 +8,21 @@ agent, simulator and benchmarks share this).
 from __future__ import annotations
 
 import ssl
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from paho.mqtt.client import Client, MQTTErrorCode, MQTTv5, MQTTv311
+from paho.mqtt.client import (
+    MQTT_LOG_ERR,
+    Client,
+    MQTTErrorCode,
+    MQTTv5,
+    MQTTv311,
+    time_func,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -22,7 +31,10 @@ from sensorlake.errors import ConfigError
 
 PUBACK = 0x40
 """The fixed header byte of a PUBACK packet."""
+PUBACK_HEAD = (PUBACK << 8 | 2) << 16
+"""A PUBACK as a big-endian 32-bit word, less its packet id: 0x40, length 2, then the id."""
 READ_CHUNK = 1 << 16
+SMALL_READ = 16 << 10
 
 
 class BufferedClient(Client):
@@ -44,7 +56,96 @@ class BufferedClient(Client):
         self._buffer = b""
         self._buffer_at = 0
         self._buffer_sock: object = None
+        self._last_read = 0
+        self.gather_seconds = 0.0
+        """When the last read returned little: wait this long before the next one, so one
+        `recv` takes the many messages of a busy stream instead of one or two."""
         self.direct_publish: Callable[[str, bytes, int, int], None] | None = None
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """Deliver every whole QoS 0/1 PUBLISH at the head of the buffer in one pass; any
+        other packet, or one not yet whole, takes paho's own reader."""
+        if self.direct_publish is not None and self._manual_ack \
+                and self._in_packet["command"] == 0:
+            if self._buffer_sock is not self._sock or self._buffer_at >= len(self._buffer):
+                failed = self._fill_buffer()
+                if failed is not None:
+                    return failed
+            if self._read_publishes():
+                with self._msgtime_mutex:
+                    self._last_bytes_received = time_func()
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_read()
+
+    def _fill_buffer(self) -> MQTTErrorCode | None:
+        """Read the next chunk into the empty buffer; an error code as paho's reader gives."""
+        self._buffer, self._buffer_at, self._buffer_sock = b"", 0, self._sock
+        try:
+            data = Client._sock_recv(self, READ_CHUNK)
+        except BlockingIOError:
+            return MQTTErrorCode.MQTT_ERR_AGAIN
+        except OSError as err:
+            self._easy_log(MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if not data:
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        self._buffer, self._buffer_at, self._last_read = data, 0, len(data)
+        return None
+
+    def _read_publishes(self) -> int:
+        """Hand the buffer's leading whole PUBLISH packets (QoS 0 and 1) to direct_publish;
+        how many. Stops at anything else, which paho's reader then takes as usual."""
+        buf, at, end = self._buffer, self._buffer_at, len(self._buffer)
+        deliver, v5 = self.direct_publish, self._protocol == MQTTv5
+        assert deliver is not None
+        count = 0
+        while at + 2 <= end:
+            header = buf[at]
+            qos = (header >> 1) & 3
+            if header >> 4 != 3 or qos > 1:
+                break  # not a PUBLISH of QoS 0 or 1
+            length = shift = 0
+            pos = at + 1
+            while pos < end and pos - at <= 4:
+                byte = buf[pos]
+                pos += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            else:
+                break  # the length is not all here yet (or is malformed: paho says so)
+            packet_end = pos + length
+            if length < 2 or packet_end > end:
+                break
+            topic_end = pos + 2 + (buf[pos] << 8 | buf[pos + 1])
+            if topic_end + 2 * qos > packet_end:
+                break  # malformed: paho's reader reports it
+            body_at, mid = topic_end, 0
+            if qos:
+                mid = buf[body_at] << 8 | buf[body_at + 1]
+                body_at += 2
+            if v5:  # skip the properties: a varint length, then them
+                props = props_shift = 0
+                while body_at < packet_end:
+                    byte = buf[body_at]
+                    body_at += 1
+                    props |= (byte & 0x7F) << props_shift
+                    props_shift += 7
+                    if not byte & 0x80:
+                        break
+                body_at += props
+            if body_at > packet_end:
+                break  # malformed: paho's reader reports it
+            topic = buf[pos + 2:topic_end]
+            try:
+                name = topic.decode("utf-8")
+            except UnicodeDecodeError:
+                name = topic.decode("utf-8", "replace")
+            at = self._buffer_at = packet_end
+            deliver(name, buf[body_at:packet_end], mid, qos)
+            count += 1
+        return count
 
     def _handle_publish(self) -> MQTTErrorCode:
         header, packet = self._in_packet["command"], self._in_packet["packet"]
@@ -79,6 +180,7 @@ class BufferedClient(Client):
             self._buffer, self._buffer_at, self._buffer_sock = b"", 0, self._sock
         if self._buffer_at >= len(self._buffer):
             data = super()._sock_recv(READ_CHUNK)
+            self._last_read = len(data)
             if len(data) <= bufsize:
                 return data
             self._buffer, self._buffer_at = data, 0
@@ -87,6 +189,9 @@ class BufferedClient(Client):
         return self._buffer[start:start + bufsize]
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        if (self.gather_seconds and self._last_read < SMALL_READ
+                and self._buffer_at >= len(self._buffer)):
+            time.sleep(self.gather_seconds)  # let a busy stream fill more than a packet
         rc = super().loop_read(max_packets)
         while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None
                and self._buffer_sock is self._sock and self._buffer_at < len(self._buffer)):
@@ -181,5 +286,5 @@ def ack_many(client: Client, mids: list[int]) -> None:
         for mid in mids:
             client.ack(mid, 1)
         return
-    data = b"".join(bytes((PUBACK, 2, mid >> 8, mid & 0xFF)) for mid in mids)
+    data = struct.pack(f">{len(mids)}I", *(PUBACK_HEAD | mid for mid in mids))
     queue(PUBACK, data, 0, 0)

@@ -58,6 +58,10 @@ UPSERT_CONSUMER = (
     "claim_last = excluded.claim_last, acked_at = coalesce(excluded.acked_at, acked_at)")
 INSERT_CHUNK = 256
 ONE_STATEMENT = 64
+TAIL_BYTES = 32 << 20
+TAIL_ROWS = 200_000
+"""The newest committed entries kept in memory, so a consumer at the head of the log reads
+them without a query (fetching rows through sqlite3 costs a few µs each)."""
 
 
 @functools.cache
@@ -98,6 +102,8 @@ class SQLiteLog(memory.LogCore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = self._lock()
+        self._tail: list[Row] = []
+        self._tail_bytes = 0
         try:
             self._w = self._connect()
             self._w.executescript(SCHEMA)
@@ -146,6 +152,8 @@ class SQLiteLog(memory.LogCore):
         self._last = max(high or 0, row[0] if row else 0)
         self._first = low if low is not None else self._last + 1
         self._stored, self._consumers, self._seqs = stored, consumers, seqs
+        self._tail.clear()  # the file is the truth again; the tail restarts at the next commit
+        self._tail_bytes = 0
 
     def submit(self, envelopes: Sequence[Envelope]) -> Future[AppendResult]:
         future: Future[AppendResult] = Future()
@@ -265,6 +273,23 @@ class SQLiteLog(memory.LogCore):
     def _applied(self, plan: Plan, stage: SeqStage) -> None:
         self._last, self._first, self._stored = plan.last, self._w_first, plan.stored
         stage.apply()
+        self._remember(plan.rows)
+
+    def _remember(self, rows: list[Row]) -> None:
+        """Add a commit's rows to the in-memory tail (holds _cond). The tail holds contiguous
+        offsets only; when full, its older half goes."""
+        if not rows:
+            return
+        tail = self._tail
+        if tail and rows[0][0] != tail[-1][0] + 1:
+            tail.clear()
+            self._tail_bytes = 0
+        tail.extend(rows)
+        self._tail_bytes += sum(len(row[8]) for row in rows)
+        if len(tail) > TAIL_ROWS or self._tail_bytes > TAIL_BYTES:
+            drop = len(tail) // 2 or 1
+            self._tail_bytes -= sum(len(row[8]) for row in tail[:drop])
+            del tail[:drop]
 
     def _run_control(self, item: _Request) -> None:
         assert item.work is not None
@@ -389,6 +414,16 @@ class SQLiteLog(memory.LogCore):
         return conn.execute(sql, params)
 
     def _read_rows(self, after: int, max_messages: int, max_bytes: int) -> list[Row]:
+        rows = None
+        with self._cond:
+            if after >= self._last:
+                return []
+            tail = self._tail
+            start = after + 1 - tail[0][0] if tail else -1
+            if start >= 0 and after + 1 >= self._first:
+                rows = tail[start:start + max_messages]
+        if rows is not None:
+            return memory.take_rows(rows, max_messages, max_bytes)
         with contextlib.closing(self._query(
                 f'SELECT {COLUMNS} FROM entries WHERE "offset" > ? ORDER BY "offset" LIMIT ?',
                 (after, max_messages))) as cur:
