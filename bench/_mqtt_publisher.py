@@ -12,44 +12,18 @@ message is PUBACKed by the broker before it leaves the window.
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
 
+from sensorlake.ingest.mqtt_wire import connect_packet, publish_packet
+
 PUBACK = b"\x40\x02"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return struct.pack("!H", len(raw)) + raw
-
-
-def connect_packet(client_id: str, username: str, password: str, keepalive: int = 60) -> bytes:
-    """CONNECT, MQTT 3.1.1, clean session, with username and password."""
-    flags = 0x80 | 0x40 | 0x02
-    body = (_string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
-            + _string(client_id) + _string(username) + _string(password))
-    return b"\x10" + _varint(len(body)) + body
 
 
 def publish_packets(topic: str, payloads: Iterable[bytes]) -> list[bytes]:
     """One QoS 1 PUBLISH per payload, packet ids 1..65535 in turn."""
-    head = _string(topic)
-    packets = []
-    for k, payload in enumerate(payloads):
-        body = head + struct.pack("!H", k % 65535 + 1) + payload
-        packets.append(b"\x32" + _varint(len(body)) + body)
-    return packets
+    return [publish_packet(topic, payload, 1, k % 65535 + 1) for k, payload in enumerate(payloads)]
 
 
 class DeviceConnection:

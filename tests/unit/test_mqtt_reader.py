@@ -11,25 +11,7 @@ import pytest
 from paho.mqtt.client import MQTTErrorCode
 
 from sensorlake.ingest import mqtt_client
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def publish(topic: str, payload: bytes, qos: int, mid: int = 0, props: bytes | None = None
-            ) -> bytes:
-    body = struct.pack("!H", len(topic)) + topic.encode()
-    if qos:
-        body += struct.pack("!H", mid)
-    if props is not None:
-        body += _varint(len(props)) + props
-    return bytes([0x30 | qos << 1]) + _varint(len(body + payload)) + body + payload
+from sensorlake.ingest.mqtt_wire import publish_packet as publish
 
 
 def reader(protocol: str) -> tuple[mqtt_client.BufferedClient, socket.socket, list]:
@@ -54,7 +36,7 @@ def test_whole_publishes_are_delivered_once_in_order(protocol: str) -> None:
     props = b"" if protocol == "5" else None
     big = b"x" * 70_000  # over one 64 KiB read, and a 3-byte remaining length
     wire = (publish("sensorlake/a/up", b'{"seq":1}', 1, 7, props)
-            + publish("sensorlake/b/up", b"", 0, props=props)
+            + publish("sensorlake/b/up", b"", 0, properties=props)
             + publish("sensorlake/c/up", big, 1, 65535, props))
     broker.sendall(wire[:10])  # a first packet cut short: nothing yet
     client.loop_read()

@@ -49,6 +49,9 @@ class StatusSource:
         self.url = None if self.server else server_url(settings)
         self._token: tuple[str, str] | None = None
         self._runtime: Any = None
+        self._http: httpx.Client | None = None
+        """One connection for every refresh of `--watch` (a new client per call costs tens
+        of ms of CPU: it builds a TLS context)."""
 
     def fetch(self) -> dict[str, Any]:
         if self.server:
@@ -75,9 +78,11 @@ class StatusSource:
             token, info = TokenStore(open_catalog(self.settings)).create(
                 Role.OWNER, self.tenant, label="cli status", expires_in=timedelta(hours=1))
             self._token = (token, info.id)
+        if self._http is None:
+            self._http = httpx.Client(timeout=30)
         try:
-            response = httpx.get(f"{self.url}/api/v1/status", timeout=30,
-                                 headers={"Authorization": f"Bearer {self._token[0]}"})
+            response = self._http.get(f"{self.url}/api/v1/status",
+                                      headers={"Authorization": f"Bearer {self._token[0]}"})
         except httpx.HTTPError as exc:
             raise SensorlakeError(f"the running sensorlake at {self.url} did not answer "
                                   f"({exc}); is it still up?") from None
@@ -87,6 +92,8 @@ class StatusSource:
         return response.json()
 
     def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
         if self._runtime is not None:
             self._runtime.close()
         if self._token is not None:

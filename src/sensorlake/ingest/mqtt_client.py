@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sensorlake.errors import ConfigError
+from sensorlake.ingest.mqtt_wire import read_varint, split_publish
 
 PUBACK = 0x40
 """The fixed header byte of a PUBACK packet."""
@@ -104,46 +105,16 @@ class BufferedClient(Client):
             qos = (header >> 1) & 3
             if header >> 4 != 3 or qos > 1:
                 break  # not a PUBLISH of QoS 0 or 1
-            length = shift = 0
-            pos = at + 1
-            while pos < end and pos - at <= 4:
-                byte = buf[pos]
-                pos += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            else:
-                break  # the length is not all here yet (or is malformed: paho says so)
-            packet_end = pos + length
-            if length < 2 or packet_end > end:
-                break
-            topic_end = pos + 2 + (buf[pos] << 8 | buf[pos + 1])
-            if topic_end + 2 * qos > packet_end:
+            length = read_varint(buf, at + 1, end)
+            if length is None or length[1] + length[0] > end:
+                break  # not all here yet (or malformed: paho's reader says so)
+            body_at, packet_end = length[1], length[1] + length[0]
+            parts = split_publish(buf, body_at, packet_end, qos, v5)
+            if parts is None:
                 break  # malformed: paho's reader reports it
-            body_at, mid = topic_end, 0
-            if qos:
-                mid = buf[body_at] << 8 | buf[body_at + 1]
-                body_at += 2
-            if v5:  # skip the properties: a varint length, then them
-                props = props_shift = 0
-                while body_at < packet_end:
-                    byte = buf[body_at]
-                    body_at += 1
-                    props |= (byte & 0x7F) << props_shift
-                    props_shift += 7
-                    if not byte & 0x80:
-                        break
-                body_at += props
-            if body_at > packet_end:
-                break  # malformed: paho's reader reports it
-            topic = buf[pos + 2:topic_end]
-            try:
-                name = topic.decode("utf-8")
-            except UnicodeDecodeError:
-                name = topic.decode("utf-8", "replace")
+            name, mid, payload_at = parts
             at = self._buffer_at = packet_end
-            deliver(name, buf[body_at:packet_end], mid, qos)
+            deliver(name, buf[payload_at:packet_end], mid, qos)
             count += 1
         return count
 
@@ -152,26 +123,10 @@ class BufferedClient(Client):
         qos = (header & 0x06) >> 1
         if self.direct_publish is None or qos == 2 or (not self._manual_ack and qos):
             return super()._handle_publish()
-        at = 2 + (packet[0] << 8 | packet[1])
-        topic = bytes(packet[2:at])
-        mid = 0
-        if qos:
-            mid = packet[at] << 8 | packet[at + 1]
-            at += 2
-        if self._protocol == MQTTv5:  # skip the properties: a varint length, then them
-            length = shift = 0
-            while True:
-                byte = packet[at]
-                at += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            at += length
-        try:
-            name = topic.decode("utf-8")
-        except UnicodeDecodeError:
-            name = topic.decode("utf-8", "replace")
+        parts = split_publish(packet, 0, len(packet), qos, self._protocol == MQTTv5)
+        if parts is None:
+            return super()._handle_publish()  # malformed: paho says so
+        name, mid, at = parts
         self.direct_publish(name, bytes(packet[at:]), mid, qos)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
