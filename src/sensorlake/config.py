@@ -90,6 +90,10 @@ class WorkerSettings(Section):
         True, description="Write lake files on a thread of their own while the worker goes on "
         "with the next batches (one flush at a time; the log is still acknowledged only after "
         "the files are durable).")
+    overlap_writes: bool = Field(
+        True, description="When the worker is behind (full batches), run one batch's stages "
+        "while the hot store commits the batch before (DuckDB works outside the GIL). A "
+        "batch counts as processed only once its commit returned.")
 
 
 class HotSettings(Section):

@@ -31,6 +31,7 @@ from sensorlake.config import Settings
 from sensorlake.decode import decode
 from sensorlake.errors import TransientError
 from sensorlake.log.base import Log, LogBatch, Span
+from sensorlake.pipeline_work import ComputedBatch, InThread, LakeFlush, PendingSpan
 from sensorlake.process.base import Batch, Context, Stage, commit_stages, rollback_stages
 from sensorlake.process.stages import default_stages
 from sensorlake.store.base import HOT_SCHEMA, QUARANTINE_SCHEMA, HotStore, Lake, Quarantine
@@ -92,11 +93,8 @@ def run_stages(entries: LogBatch, stages: list[Stage], ctx: Context,
     return batch
 
 
-RAW_KEEP_BYTES = 96 << 20
-"""The log entries of the pending span are kept in memory for the lake's raw/ file up to
-this many bytes; past it the flush reads the span back from the log instead."""
-
-
+STEP_BATCHES = 8
+"""Most batches one `Worker.step` takes (then the run loop looks at its stop event)."""
 def run_isolating(entries: LogBatch, stages: list[Stage], ctx: Context,
                   stats: WorkerStats | None = None) -> Batch:
     """Run the stages; if they crash on some input, split the batch until the envelope that
@@ -125,61 +123,10 @@ def run_isolating(entries: LogBatch, stages: list[Stage], ctx: Context,
                      pa.concat_tables([left.rejects, right.rejects]))
 
 
-@dataclass
-class _Pending:
-    """The span processed into the hot store but not yet into the lake, with its log
-    entries while they fit in RAW_KEEP_BYTES (None: read them back at the flush)."""
-
-    first: int | None = None
-    last: int = 0
-    rows: int = 0
-    since: float = field(default_factory=time.monotonic)
-    entries: list[pa.Table] | None = field(default_factory=list)
-    entry_bytes: int = 0
-
-    def keep(self, table: pa.Table) -> None:
-        if self.entries is None:
-            return
-        self.entry_bytes += table.nbytes
-        if self.entry_bytes > RAW_KEEP_BYTES:
-            self.entries = None
-        else:
-            self.entries.append(table)
-
-    def raw(self) -> pa.Table | None:
-        """The span's log entries, exactly as `log.read_span` would return them."""
-        if not self.entries:
-            return None
-        return pa.concat_tables(self.entries)
-
-
-class _Flush:
-    """One lake flush running on its own thread (Parquet encoding releases the GIL, so the
-    worker's next batches overlap with it on the other core)."""
-
-    def __init__(self, span: Span, write: Callable[[Span], None]) -> None:
-        self.span = span
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(write,), daemon=True,
-                                        name="sensorlake-lake")
-        self._thread.start()
-
-    def _run(self, write: Callable[[Span], None]) -> None:
-        try:
-            write(self.span)
-        except BaseException as exc:  # handed to the worker thread, which raises it
-            self.error = exc
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def wait(self) -> None:
-        self._thread.join()
-
-
 class Worker:
-    """Drives batches from the log through the stages into the sinks, in one thread (plus
-    the lake thread of the flush in flight, when `worker.lake_background`)."""
+    """Drives batches from the log through the stages into the sinks. One thread runs the
+    stages; beside it run the hot-store write of the batch before (while this one's stages
+    run) and the lake flush in flight, when `worker.lake_background`."""
 
     def __init__(self, settings: Settings, log_: Log, hot: HotStore, lake: Lake,
                  quarantine: Quarantine, context: Callable[[], Context],
@@ -195,15 +142,18 @@ class Worker:
         self.stages = stages if stages is not None else default_stages()
         self.consumer = consumer
         self.stats = WorkerStats()
-        self._pending = _Pending()
+        self._pending = PendingSpan()
         self._cursor = log_.position(consumer)
         self._on_unknown_devices = on_unknown_devices
         self._short_batch = False
         self._last_read = 0.0
         self._last_rollup = time.monotonic()
         self._rollups_due = True  # marks left by a crash or an upgrade are refreshed first
-        self._flushing: _Flush | None = None
+        self._flushing: LakeFlush | None = None
         self._refreshing: threading.Thread | None = None
+        self._read_at = self._cursor
+        """Where the next read starts: past the batch whose write may still be in flight."""
+        self._storing: ComputedBatch | None = None
 
     @property
     def cursor(self) -> int:
@@ -218,33 +168,88 @@ class Worker:
         log.info("resuming claimed span %s..%s", span.first, span.last)
         self._process(self.log.read_span(span))
         self._flush_lake(span)
-        self._cursor = span.last
+        self._cursor = self._read_at = span.last
 
     def step(self, wait: float | None = None) -> int:
-        """Process one batch (if any) and flush the lake when due. Returns envelopes read."""
+        """Process what the log holds, up to STEP_BATCHES batches, and flush the lake when
+        due; everything read is in the hot store on return. Returns envelopes read.
+
+        While the worker is behind (full batches), each batch's stages run while the hot
+        store commits the batch before (`worker.overlap_writes`)."""
         worker = self.settings.worker
         if self._short_batch:
             rest = worker.linger_seconds - (time.monotonic() - self._last_read)
             if rest > 0:
                 time.sleep(rest)
         self._last_read = time.monotonic()
-        entries = self.log.read(self._cursor, worker.batch_messages, worker.batch_bytes,
-                                wait=worker.poll_seconds if wait is None else wait)
-        span = entries.span
-        self._short_batch = 0 < len(entries) < worker.batch_messages
-        if span is not None:
-            batch = self._process(entries)
-            pending = self._pending
-            if pending.first is None:
-                pending.first, pending.since = span.first, time.monotonic()
-            pending.last = span.last
-            pending.rows += batch.readings.num_rows
-            pending.keep(entries.table)
-            self._cursor = span.last
-            self._rollups_due = True
+        entries = self._read(worker.poll_seconds if wait is None else wait)
+        read = 0
+        try:
+            for _ in range(STEP_BATCHES):
+                span = entries.span
+                if span is None:
+                    break
+                read += len(entries)
+                self._short_batch = len(entries) < worker.batch_messages and \
+                    entries.payload_bytes() < worker.batch_bytes // 2
+                computed = self._compute(entries)
+                self._finish_store()
+                self._read_at = span.last
+                if self._short_batch or not worker.overlap_writes:
+                    self._stored(computed, self._write(computed))
+                    break
+                computed.write = InThread("sensorlake-hot", lambda c=computed: self._write(c))
+                self._storing = computed
+                self.refresh_rollups_if_due()
+                self.flush_if_due()
+                entries = self._read(0)  # the next batch's stages overlap this commit
+        except BaseException:
+            if self._storing is not None and self._storing.write is not None:
+                self._storing.write.wait()  # not booked: the retry re-reads its batch
+            self._storing = None
+            raise
+        self._finish_store()
         self.refresh_rollups_if_due()
         self.flush_if_due()
-        return len(entries)
+        return read
+
+    def _read(self, wait: float) -> LogBatch:
+        worker = self.settings.worker
+        return self.log.read(self._read_at, worker.batch_messages, worker.batch_bytes,
+                             wait=wait)
+
+    def _finish_store(self) -> None:
+        """Wait for the hot-store write in flight; then its batch counts as processed."""
+        computed, self._storing = self._storing, None
+        if computed is None or computed.write is None:
+            return
+        computed.write.wait()
+        if computed.write.error is not None:
+            raise computed.write.error
+        self._stored(computed, computed.write.result)
+
+    def _stored(self, computed: ComputedBatch, result: object) -> None:
+        """Book a batch the hot store committed: stage state, counters, the lake span."""
+        span = computed.entries.span
+        assert span is not None and isinstance(result, tuple)
+        stored, seconds = result
+        commit_stages(self.stages)
+        stats, batch, readings = self.stats, computed.batch, computed.readings
+        stats.stage_seconds["hot"] = stats.stage_seconds.get("hot", 0.0) + seconds
+        stats.stage_rows["hot"] = stats.stage_rows.get("hot", 0) + readings.num_rows
+        stats.messages += len(computed.entries)
+        stats.readings += readings.num_rows
+        stats.stored += stored
+        stats.rejects += batch.rejects.num_rows
+        stats.last_hot_commit = datetime.now(UTC)
+        pending = self._pending
+        if pending.first is None:
+            pending.first, pending.since = span.first, time.monotonic()
+        pending.last = span.last
+        pending.rows += readings.num_rows
+        pending.keep(computed.entries.table)
+        self._cursor = span.last
+        self._rollups_due = True
 
     def refresh_rollups_if_due(self, force: bool = False) -> None:
         """Recompute the dirty rollup buckets every `rollups.refresh_seconds` (stores without
@@ -295,7 +300,7 @@ class Worker:
         if due:
             span = Span(pending.first, pending.last)
             self.log.claim(self.consumer, span)
-            self._pending = _Pending()
+            self._pending = PendingSpan()
             raw = pending.raw()
 
             def write(span: Span) -> None:
@@ -304,7 +309,7 @@ class Worker:
             if force or not self.settings.worker.lake_background:
                 write(span)
             else:
-                self._flushing = _Flush(span, write)
+                self._flushing = LakeFlush(span, write)
 
     def _collect_flush(self, wait: bool) -> None:
         flush = self._flushing
@@ -316,6 +321,14 @@ class Worker:
             raise flush.error
 
     def _process(self, entries: LogBatch) -> Batch:
+        """Stages and hot-store write of one batch, here and now (recovery)."""
+        computed = self._compute(entries)
+        stored, _ = self._write(computed)
+        commit_stages(self.stages)
+        self.stats.stored += stored
+        return computed.batch
+
+    def _compute(self, entries: LogBatch) -> ComputedBatch:
         ctx = self.context()
         if self._on_unknown_devices is not None and self.settings.ingest.auto_register:
             ctx = self._register_unknown(entries, ctx)
@@ -325,20 +338,17 @@ class Worker:
             pc.index_in(batch.readings.column("msg_id"), value_set=table.column("msg_id")))
         readings = batch.readings.append_column("log_offset", offsets) \
             .select(HOT_SCHEMA.names).cast(HOT_SCHEMA)
+        return ComputedBatch(entries, batch, readings)
+
+    def _write(self, computed: ComputedBatch) -> tuple[int, float]:
+        """The hot store's commit, then the quarantine's: (rows stored, seconds). Touches no
+        stage state, so it may run beside the next batch's stages."""
         clock = time.perf_counter()
-        stored = self.hot.write(readings)
-        commit_stages(self.stages)
-        clock = self.stats.timed("hot", clock, readings.num_rows)
-        if batch.rejects.num_rows:
-            self.quarantine.write(quarantine_rows(batch.rejects, entries.table))
-            self.stats.timed("quarantine", clock, batch.rejects.num_rows)
-        stats = self.stats
-        stats.messages += len(entries)
-        stats.readings += readings.num_rows
-        stats.stored += stored
-        stats.rejects += batch.rejects.num_rows
-        stats.last_hot_commit = datetime.now(UTC)
-        return Batch(readings, batch.rejects)
+        stored = self.hot.write(computed.readings)
+        rejects = computed.batch.rejects
+        if rejects.num_rows:
+            self.quarantine.write(quarantine_rows(rejects, computed.entries.table))
+        return stored, time.perf_counter() - clock
 
     def _register_unknown(self, entries: LogBatch, ctx: Context) -> Context:
         seen = set(zip(entries.table.column("tenant").to_pylist(),
@@ -390,12 +400,15 @@ class Worker:
 
     def _rewind(self) -> None:
         """After a failed batch, re-read from the last acknowledged offset."""
+        if self._storing is not None and self._storing.write is not None:
+            self._storing.write.wait()  # its batch is read and written again: idempotent
+        self._storing = None
         if self._flushing is not None:  # let it end; recover() redoes its span if it failed
             self._flushing.wait()
             self._flushing = None
-        self._pending = _Pending()
+        self._pending = PendingSpan()
         rollback_stages(self.stages)
-        self._cursor = self.log.position(self.consumer)
+        self._cursor = self._read_at = self.log.position(self.consumer)
         self.recover()
 
     def _note_error(self, exc: Exception) -> None:

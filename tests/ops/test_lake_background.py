@@ -115,8 +115,8 @@ def test_raw_file_holds_exactly_the_log_span(make_runtime: Callable[..., Runtime
                                              keep_bytes: int) -> None:
     """The raw/ file is written from the entries the worker already read (or, past
     RAW_KEEP_BYTES, read back from the log): either way exactly `log.read_span`."""
-    from sensorlake import pipeline
-    monkeypatch.setattr(pipeline, "RAW_KEEP_BYTES", keep_bytes)
+    from sensorlake import pipeline_work
+    monkeypatch.setattr(pipeline_work, "RAW_KEEP_BYTES", keep_bytes)
     runtime = make_runtime(worker={"lake_flush_rows": 10**6, "batch_messages": 7})
     lake = RecordingLake(runtime.lake)
     runtime.worker.lake = lake

@@ -22,7 +22,8 @@ def approx(value: float) -> object:
 
 def test_a_paused_worker_shows_backlog_and_a_sensible_eta(
         make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch) -> None:
-    rt = make_runtime(worker={"batch_messages": 40})
+    # one step = one batch of 40 (overlapped writes would take all three batches in a step)
+    rt = make_runtime(worker={"batch_messages": 40, "overlap_writes": False})
     clock = [1000.0]
     rt.ops.rates = RateWindow(window=60, every=1, clock=lambda: clock[0])
     monkeypatch.setattr(rt, "ready", lambda: True)  # the worker "runs" but does nothing

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sensorlake.model import TS_TYPE
 
@@ -107,6 +108,12 @@ class LogBatch:
 
     def __len__(self) -> int:
         return self.table.num_rows
+
+    def payload_bytes(self) -> int:
+        """The payloads' total size (what `worker.batch_bytes` bounds)."""
+        if self.table.num_rows == 0:
+            return 0
+        return int(pc.sum(pc.binary_length(self.table.column("payload"))).as_py())
 
 
 @dataclass
