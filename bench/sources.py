@@ -199,7 +199,7 @@ SHAPES = {  # name: (devices, seconds between a device's points, what it stands 
 
 
 def sensorlake_e2e(tmp: Path, bodies: list[bytes], lines: int, connections: int,
-                   devices: int) -> tuple[float, float]:
+                   devices: int, env: dict[str, str] | None = None) -> tuple[float, float]:
     data = tmp / "data"
     shutil.rmtree(data, ignore_errors=True)
     catalog = Catalog(data / "catalog.db")
@@ -209,7 +209,7 @@ def sensorlake_e2e(tmp: Path, bodies: list[bytes], lines: int, connections: int,
     ingest, _ = tokens.create(Role.INGEST, "default", label="bench")
     owner, _ = tokens.create(Role.OWNER, "default", label="bench")
     catalog.close()
-    server = Server(data, free_port())
+    server = Server(data, free_port(), env=env)
     try:
         headers = {"Authorization": f"Token {ingest}", "Content-Encoding": "gzip",
                    "Content-Type": "text/plain; charset=utf-8"}
@@ -263,6 +263,8 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=300_000, help="line-protocol points")
     parser.add_argument("--batch", type=int, default=5_000, help="lines per request")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--worker-batch-bytes", type=int, default=None,
+                        help="the server's worker.batch_bytes (default: its own default)")
     parser.add_argument("--shapes", default="live,backfill",
                         help="comma-separated workloads of the end-to-end run: "
                         + ", ".join(SHAPES))
@@ -278,8 +280,10 @@ def main() -> None:
             bodies = [gzip.compress(line_batch(start, min(args.batch, args.lines - start),
                                                devices, interval, args.lines))
                       for start in range(0, args.lines, args.batch)]
+            env = {} if args.worker_batch_bytes is None else {
+                "SENSORLAKE_WORKER__BATCH_BYTES": str(args.worker_batch_bytes)}
             elapsed, acked = sensorlake_e2e(tmp, bodies, args.lines, args.connections,
-                                            devices)
+                                            devices, env)
             rows += [(f"line protocol, {shape} ({meaning}): points/s to queryable "
                       "(floor 100,000)", f"{args.lines / elapsed:,.0f} "
                       f"({args.lines * 3 / elapsed:,.0f} field values/s)"),
