@@ -26,6 +26,13 @@ def envelope(device: str, seq: int, readings: dict[str, float], ts: str | None =
                     received_at_us=received_us or time.time_ns() // 1000, seq=seq)
 
 
+def post_seconds(runtime: Runtime, first: int, count: int) -> None:
+    """Append messages first..first+count-1 of aq-1, one pm2_5 reading per second."""
+    runtime.log.append([envelope("aq-1", seq, {"pm2_5": float(seq)},
+                                 ts=f"2026-11-23T10:{seq // 60:02d}:{seq % 60:02d}Z")
+                        for seq in range(first, first + count)])
+
+
 def drain(runtime: Runtime, timeout: float = 30) -> None:
     """Step the (not started) worker until it processed the whole log, then flush the lake."""
     deadline = time.monotonic() + timeout

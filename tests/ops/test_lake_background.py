@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import envelope
+from conftest import post_seconds as post
 from sensorlake.errors import SinkUnavailable
 from sensorlake.runtime import Runtime
 
@@ -34,12 +34,6 @@ class GatedLake:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.lake, name)
-
-
-def post(runtime: Runtime, first: int, count: int) -> None:
-    runtime.log.append([envelope("aq-1", seq, {"pm2_5": float(seq)},
-                                 ts=f"2026-11-23T10:{seq // 60:02d}:{seq % 60:02d}Z")
-                        for seq in range(first, first + count)])
 
 
 @pytest.fixture
