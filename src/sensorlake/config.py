@@ -79,7 +79,8 @@ class WorkerSettings(Section):
     batch_bytes: int = Field(16 << 20, gt=0, description="Most payload bytes read at once.")
     poll_seconds: float = Field(0.2, gt=0, description="How long a worker waits for input.")
     linger_seconds: float = Field(
-        0.25, ge=0, description="After a short batch, wait this long before the next read so "
+        0.25, ge=0, description="After a short batch (fewer than batch_messages envelopes and "
+        "under half batch_bytes), wait this long before the next read so "
         "batches grow (fewer, larger commits at high message rates; adds this much latency).")
     lake_flush_seconds: float = Field(
         60, gt=0, description="Longest time readings wait before the lake file that holds them "
