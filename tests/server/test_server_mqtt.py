@@ -21,7 +21,7 @@ from sensorlake.catalog import Catalog
 from sensorlake.config import JetStreamSettings
 from sensorlake.ingest import mqtt_client
 from sensorlake.registry import Device, DeviceRegistry
-from sensorlake.server.board import Board
+from sensorlake.server.board import REPORT_SECONDS, Board
 from server_support import NATS_URL, NatsServer
 from services import require_service, unique_name
 
@@ -174,8 +174,12 @@ def test_mqtt_ingest_withholds_pubacks_while_nats_is_down(tmp_path: Path) -> Non
                    publish_timeout=0.5) as s:
             _run(s, 1, restart_nats)
             board = Board(JetStreamSettings(servers=[nats_server.url], stream=s.stream))
-            try:
-                [report] = [r for r in board.reports() if r.get("mqtt")]
+            try:  # the kill -9 can take unsynced board entries: wait for the next round
+                deadline = time.monotonic() + 5 * REPORT_SECONDS
+                while not (found := [r for r in board.reports() if r.get("mqtt")]):
+                    assert time.monotonic() < deadline, "no ingest report on the board"
+                    time.sleep(0.2)
+                [report] = found
             finally:
                 board.close()
             assert report["mqtt"]["retries"] > 0  # PUBACKs were withheld, groups retried
