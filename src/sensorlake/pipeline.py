@@ -73,9 +73,13 @@ class WorkerStats:
     def timed(self, stage: str, since: float, rows: int) -> float:
         """Add the time since `since` and `rows` to `stage` (once per batch); returns now."""
         now = time.perf_counter()
-        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - since
-        self.stage_rows[stage] = self.stage_rows.get(stage, 0) + rows
+        self.add(stage, now - since, rows)
         return now
+
+    def add(self, stage: str, seconds: float, rows: int) -> None:
+        """Add `seconds` and `rows` to `stage` (once per batch)."""
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        self.stage_rows[stage] = self.stage_rows.get(stage, 0) + rows
 
 
 def run_stages(entries: LogBatch, stages: list[Stage], ctx: Context,
@@ -95,6 +99,8 @@ def run_stages(entries: LogBatch, stages: list[Stage], ctx: Context,
 
 STEP_BATCHES = 8
 """Most batches one `Worker.step` takes (then the run loop looks at its stop event)."""
+
+
 def run_isolating(entries: LogBatch, stages: list[Stage], ctx: Context,
                   stats: WorkerStats | None = None) -> Batch:
     """Run the stages; if they crash on some input, split the batch until the envelope that
@@ -196,7 +202,8 @@ class Worker:
                 self._finish_store()
                 self._read_at = span.last
                 if self._short_batch or not worker.overlap_writes:
-                    self._stored(computed, self._write(computed))
+                    self._write(computed)
+                    self._stored(computed)
                     break
                 computed.write = InThread("sensorlake-hot", lambda c=computed: self._write(c))
                 self._storing = computed
@@ -226,30 +233,34 @@ class Worker:
         computed.write.wait()
         if computed.write.error is not None:
             raise computed.write.error
-        self._stored(computed, computed.write.result)
+        self._stored(computed)
 
-    def _stored(self, computed: ComputedBatch, result: object) -> None:
-        """Book a batch the hot store committed: stage state, counters, the lake span."""
+    def _stored(self, computed: ComputedBatch) -> None:
+        """A batch the hot store committed joins the pending lake span; the cursor passes it."""
         span = computed.entries.span
-        assert span is not None and isinstance(result, tuple)
-        stored, seconds = result
-        commit_stages(self.stages)
-        stats, batch, readings = self.stats, computed.batch, computed.readings
-        stats.stage_seconds["hot"] = stats.stage_seconds.get("hot", 0.0) + seconds
-        stats.stage_rows["hot"] = stats.stage_rows.get("hot", 0) + readings.num_rows
-        stats.messages += len(computed.entries)
-        stats.readings += readings.num_rows
-        stats.stored += stored
-        stats.rejects += batch.rejects.num_rows
-        stats.last_hot_commit = datetime.now(UTC)
+        assert span is not None
+        self._book(computed)
         pending = self._pending
         if pending.first is None:
             pending.first, pending.since = span.first, time.monotonic()
         pending.last = span.last
-        pending.rows += readings.num_rows
+        pending.rows += computed.readings.num_rows
         pending.keep(computed.entries.table)
         self._cursor = span.last
         self._rollups_due = True
+
+    def _book(self, computed: ComputedBatch) -> None:
+        """After a batch's commit: the stages keep what it taught them; counters."""
+        commit_stages(self.stages)
+        stats, rejects = self.stats, computed.batch.rejects.num_rows
+        stats.add("hot", computed.hot_seconds, computed.readings.num_rows)
+        if rejects:
+            stats.add("quarantine", computed.quarantine_seconds, rejects)
+        stats.messages += len(computed.entries)
+        stats.readings += computed.readings.num_rows
+        stats.stored += computed.stored
+        stats.rejects += rejects
+        stats.last_hot_commit = datetime.now(UTC)
 
     def refresh_rollups_if_due(self, force: bool = False) -> None:
         """Recompute the dirty rollup buckets every `rollups.refresh_seconds` (stores without
@@ -323,9 +334,8 @@ class Worker:
     def _process(self, entries: LogBatch) -> Batch:
         """Stages and hot-store write of one batch, here and now (recovery)."""
         computed = self._compute(entries)
-        stored, _ = self._write(computed)
-        commit_stages(self.stages)
-        self.stats.stored += stored
+        self._write(computed)
+        self._book(computed)
         return computed.batch
 
     def _compute(self, entries: LogBatch) -> ComputedBatch:
@@ -340,15 +350,17 @@ class Worker:
             .select(HOT_SCHEMA.names).cast(HOT_SCHEMA)
         return ComputedBatch(entries, batch, readings)
 
-    def _write(self, computed: ComputedBatch) -> tuple[int, float]:
-        """The hot store's commit, then the quarantine's: (rows stored, seconds). Touches no
+    def _write(self, computed: ComputedBatch) -> None:
+        """The hot store's commit, then the quarantine's, timed into `computed`. Touches no
         stage state, so it may run beside the next batch's stages."""
         clock = time.perf_counter()
-        stored = self.hot.write(computed.readings)
+        computed.stored = self.hot.write(computed.readings)
+        done = time.perf_counter()
+        computed.hot_seconds = done - clock
         rejects = computed.batch.rejects
         if rejects.num_rows:
             self.quarantine.write(quarantine_rows(rejects, computed.entries.table))
-        return stored, time.perf_counter() - clock
+            computed.quarantine_seconds = time.perf_counter() - done
 
     def _register_unknown(self, entries: LogBatch, ctx: Context) -> Context:
         seen = set(zip(entries.table.column("tenant").to_pylist(),

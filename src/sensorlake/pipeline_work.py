@@ -51,21 +51,17 @@ class InThread:
     worker's next batches overlap with it on the other core), or a batch's hot-store write
     (DuckDB releases the GIL, so the next batch's stages overlap with it)."""
 
-    def __init__(self, name: str, work: Callable[[], object]) -> None:
+    def __init__(self, name: str, work: Callable[[], None]) -> None:
         self.error: BaseException | None = None
-        self.result: object = None
-        self.seconds = 0.0
         self._thread = threading.Thread(target=self._run, args=(work,), daemon=True,
                                         name=name)
         self._thread.start()
 
-    def _run(self, work: Callable[[], object]) -> None:
-        clock = time.perf_counter()
+    def _run(self, work: Callable[[], None]) -> None:
         try:
-            self.result = work()
+            work()
         except BaseException as exc:  # handed to the worker thread, which raises it
             self.error = exc
-        self.seconds = time.perf_counter() - clock
 
     def done(self) -> bool:
         return not self._thread.is_alive()
@@ -88,3 +84,7 @@ class ComputedBatch:
     batch: Batch
     readings: pa.Table
     write: InThread | None = None
+    stored: int = 0
+    """Rows the hot store added (set by the write)."""
+    hot_seconds: float = 0.0
+    quarantine_seconds: float = 0.0

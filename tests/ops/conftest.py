@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,24 @@ def post_seconds(runtime: Runtime, first: int, count: int) -> None:
     runtime.log.append([envelope("aq-1", seq, {"pm2_5": float(seq)},
                                  ts=f"2026-11-23T10:{seq // 60:02d}:{seq % 60:02d}Z")
                         for seq in range(first, first + count)])
+
+
+def run_worker_until(runtime: Runtime, done: Callable[[], bool], timeout: float = 20,
+                     meanwhile: Callable[[], None] | None = None) -> None:
+    """Run the worker's loop on a thread (after `meanwhile()`, if given, runs beside it)
+    until `done()` or `timeout`, then stop it."""
+    stop = threading.Event()
+    runner = threading.Thread(target=runtime.worker.run, args=(stop,))
+    runner.start()
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        runner.join(30)
 
 
 def drain(runtime: Runtime, timeout: float = 30) -> None:

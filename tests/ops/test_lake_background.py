@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import post_seconds as post
+from conftest import run_worker_until
 from sensorlake.errors import SinkUnavailable
 from sensorlake.runtime import Runtime
 
@@ -69,19 +70,8 @@ def test_a_failed_background_flush_is_redone_from_its_claim(
     lake.fail = True
     lake.gate.set()
     post(runtime, 1, 10)
-    stop = threading.Event()
-    runner = threading.Thread(target=worker.run, args=(stop,))
-    runner.start()
-    try:
-        post(runtime, 11, 10)
-        deadline = threading.Event()
-        for _ in range(300):
-            if runtime.log.position(worker.consumer) >= 20 and worker.stats.errors:
-                break
-            deadline.wait(0.05)
-    finally:
-        stop.set()
-        runner.join(30)
+    run_worker_until(runtime, lambda: runtime.log.position(worker.consumer) >= 20
+                     and bool(worker.stats.errors), meanwhile=lambda: post(runtime, 11, 10))
     assert worker.stats.errors == 1 and "unplugged" in (worker.stats.last_error or "")
     assert runtime.log.position(worker.consumer) == 20
     readings_spans = [(f, la) for d, f, la in lake.spans if d == "readings"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import post_seconds as post
+from conftest import run_worker_until
 from sensorlake.errors import SinkUnavailable
 from sensorlake.runtime import Runtime
 
@@ -57,17 +58,7 @@ def test_a_failed_background_commit_is_redone_from_the_log(
     hot = FlakyHot(worker.hot, fail_at=3)
     worker.hot = hot
     post(runtime, 1, 60)
-    stop = threading.Event()
-    runner = threading.Thread(target=worker.run, args=(stop,))
-    runner.start()
-    try:
-        for _ in range(400):
-            if worker.cursor >= 60 and worker.stats.errors:
-                break
-            stop.wait(0.05)
-    finally:
-        stop.set()
-        runner.join(30)
+    run_worker_until(runtime, lambda: worker.cursor >= 60 and bool(worker.stats.errors))
     assert worker.stats.errors == 1 and "unplugged" in (worker.stats.last_error or "")
     assert runtime.log.position(worker.consumer) == 60
     assert hot.threads[2] == "sensorlake-hot"  # the failed commit ran in the background
