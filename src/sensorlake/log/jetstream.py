@@ -32,6 +32,7 @@ import nats
 import orjson
 from nats.aio.msg import Msg
 from nats.js import api
+from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -101,7 +102,7 @@ class JetStreamLog:
                 await self.js.update_stream(config)
         except nats.js.errors.NotFoundError:
             await self.js.add_stream(config)
-        self._consumers = await self._bucket(f"{cfg.stream}_consumers")
+        self._consumers = await self._bucket(f"{cfg.stream}_consumers")  # see _all_consumers
         self._marks = Watermarks(await self._bucket(f"{cfg.stream}_marks"), cfg)
 
     async def _bucket(self, bucket: str) -> KeyValue:
@@ -376,15 +377,21 @@ class JetStreamLog:
             {"name": name, "acked": consumer.acked, "claim": claim, "at": now_us()}))
 
     async def _all_consumers(self) -> dict[str, int]:
-        try:
-            keys = await self._consumers.keys()
-        except nats.js.errors.NoKeysError:
-            return {}
+        """Every consumer's acknowledged position. The keys come from the bucket stream's
+        subject listing (one request, read-after-write) rather than `kv.keys()`, whose
+        watcher can report an empty bucket right after a put and costs a consumer."""
+        bucket = f"{self.settings.stream}_consumers"
+        prefix = KV_PRE_TEMPLATE.format(bucket=bucket)
+        info = await self.js.stream_info(KV_STREAM_TEMPLATE.format(bucket=bucket),
+                                         subjects_filter=f"{prefix}>")
         out = {}
-        for key in keys:
-            entry = await self._consumers.get(key)
+        for subject in info.state.subjects or {}:
+            try:
+                entry = await self._consumers.get(subject[len(prefix):])
+            except KeyNotFoundError:  # deleted or purged key
+                continue
             state = orjson.loads(entry.value or b"{}")
-            out[str(state.get("name", key))] = int(state.get("acked", 0))
+            out[str(state.get("name", entry.key))] = int(state.get("acked", 0))
         return out
 
     def claim(self, consumer: str, span: Span) -> None:
@@ -406,8 +413,9 @@ class JetStreamLog:
                 raise ValueError(f"cannot acknowledge {span.first}..{span.last}: the log ends "
                                  f"at offset {info.state.last_seq}")
             current, _ = await self._get_consumer(consumer)
-            await self._put_consumer(consumer, Consumer(max(current.acked, span.last)))
-            await self._prune()
+            acked = max(current.acked, span.last)
+            await self._put_consumer(consumer, Consumer(acked))
+            await self._prune(known={consumer: acked})
         self._call(work())
 
     def replay(self, consumer: str, from_offset: int) -> None:
@@ -430,10 +438,13 @@ class JetStreamLog:
 
     # -- pruning -----------------------------------------------------------------------------
 
-    async def _prune(self, ignore_age: bool = False) -> int:
+    async def _prune(self, ignore_age: bool = False, known: dict[str, int] | None = None) -> int:
         """Purge what every consumer acknowledged and received more than keep_acked_seconds
-        ago (everything acknowledged when `ignore_age`); returns messages purged."""
-        floor = min((await self._all_consumers()).values(), default=0)
+        ago (everything acknowledged when `ignore_age`); returns messages purged.
+
+        `known` holds positions just written: the KV's key listing and direct gets can lag
+        a put by a moment, so the writer's own value is taken from memory."""
+        floor = min(((await self._all_consumers()) | (known or {})).values(), default=0)
         state = (await self.js.stream_info(self.settings.stream)).state
         first = state.first_seq
         floor = min(floor, state.last_seq)
