@@ -32,8 +32,7 @@ import nats
 import orjson
 from nats.aio.msg import Msg
 from nats.js import api
-from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from sensorlake.config import JetStreamSettings
@@ -41,6 +40,7 @@ from sensorlake.errors import Backpressure, ConfigError, NotFound
 from sensorlake.log.base import AppendResult, Envelope, LogBatch, LogStats, Span
 from sensorlake.log.jetstream_core import (
     NatsUnavailable,
+    bucket_keys,
     connect,
     headers_of,
     is_full,
@@ -102,7 +102,7 @@ class JetStreamLog:
                 await self.js.update_stream(config)
         except nats.js.errors.NotFoundError:
             await self.js.add_stream(config)
-        self._consumers = await self._bucket(f"{cfg.stream}_consumers")  # see _all_consumers
+        self._consumers = await self._bucket(f"{cfg.stream}_consumers")
         self._marks = Watermarks(await self._bucket(f"{cfg.stream}_marks"), cfg)
 
     async def _bucket(self, bucket: str) -> KeyValue:
@@ -377,21 +377,11 @@ class JetStreamLog:
             {"name": name, "acked": consumer.acked, "claim": claim, "at": now_us()}))
 
     async def _all_consumers(self) -> dict[str, int]:
-        """Every consumer's acknowledged position. The keys come from the bucket stream's
-        subject listing (one request, read-after-write) rather than `kv.keys()`, whose
-        watcher can report an empty bucket right after a put and costs a consumer."""
-        bucket = f"{self.settings.stream}_consumers"
-        prefix = KV_PRE_TEMPLATE.format(bucket=bucket)
-        info = await self.js.stream_info(KV_STREAM_TEMPLATE.format(bucket=bucket),
-                                         subjects_filter=f"{prefix}>")
         out = {}
-        for subject in info.state.subjects or {}:
-            try:
-                entry = await self._consumers.get(subject[len(prefix):])
-            except KeyNotFoundError:  # deleted or purged key
-                continue
-            state = orjson.loads(entry.value or b"{}")
-            out[str(state.get("name", entry.key))] = int(state.get("acked", 0))
+        for key in await bucket_keys(self.js, f"{self.settings.stream}_consumers"):
+            with contextlib.suppress(KeyNotFoundError, KeyDeletedError):  # gone since listed
+                state = orjson.loads((await self._consumers.get(key)).value or b"{}")
+                out[str(state.get("name", key))] = int(state.get("acked", 0))
         return out
 
     def claim(self, consumer: str, span: Span) -> None:

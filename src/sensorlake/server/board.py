@@ -26,11 +26,11 @@ from typing import Any
 import nats
 import orjson
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from sensorlake.config import JetStreamSettings
-from sensorlake.log.jetstream_core import connect, open_runner
+from sensorlake.log.jetstream_core import bucket_keys, connect, open_runner
 from sensorlake.ops.rates import RateWindow
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,8 @@ class Board:
     def reports(self) -> list[dict[str, Any]]:
         """Every report on the board (live and recently gone), each with `age_seconds`."""
         async def work() -> list[dict[str, Any]]:
-            try:
-                keys = await self.kv.keys()
-            except NoKeysError:
-                return []
             out = []
-            for key in keys:
+            for key in await bucket_keys(self.js, f"{self.settings.stream}_processes"):
                 with contextlib.suppress(nats.js.errors.KeyNotFoundError,
                                          nats.js.errors.KeyDeletedError):
                     entry = await self.kv.get(key)
