@@ -76,7 +76,10 @@ class WorkerSettings(Section):
         20000, gt=0, description="Most envelopes the embedded worker reads from the log at "
         "once (batch_bytes bounds it too); a worker that falls behind then commits fewer, "
         "larger batches. Server workers fetch at most jetstream.fetch_messages of them.")
-    batch_bytes: int = Field(16 << 20, gt=0, description="Most payload bytes read at once.")
+    batch_bytes: int = Field(
+        4 << 20, gt=0, description="Most payload bytes read at once. Line protocol with 4 MiB "
+        "batches overlaps stages and commits better than with 16 MiB (about 15-40 % faster "
+        "to queryable in bench/sources.py) at no cost to batch envelopes.")
     poll_seconds: float = Field(0.2, gt=0, description="How long a worker waits for input.")
     linger_seconds: float = Field(
         0.25, ge=0, description="After a short batch (fewer than batch_messages envelopes and "

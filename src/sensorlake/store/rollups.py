@@ -70,6 +70,11 @@ INSERT INTO rollup_dirty SELECT DISTINCT tenant, device_id, metric,
 """
 """Run inside the write's transaction; the batch's keys and minutes become dirty."""
 
+MARK_DIRTY_MINUTES = """
+INSERT INTO rollup_dirty SELECT tenant, device_id, metric, minute FROM {relation}
+"""
+"""The same, from a relation that already holds distinct (tenant, device_id, metric, minute)."""
+
 DEVICE_SCHEMA = pa.schema([
     pa.field("tenant", pa.string()), pa.field("device_id", pa.string()),
     pa.field("tz", pa.string()), pa.field("whole_hours", pa.bool_()),
@@ -158,7 +163,7 @@ def ranges_sql(column: str, ranges: list[tuple[int, int]], pad_us: int) -> str:
 
 
 def _ranges(cur: duckdb.DuckDBPyConnection, table: str, max_width_us: int) -> list[tuple[int, int]]:
-    from sensorlake.store.duckdb import ts_ranges
+    from sensorlake.store.duckdb_sql import ts_ranges
     values = cur.sql(f"SELECT DISTINCT epoch_us(bucket) AS b FROM {table}").to_arrow_table()
     return ts_ranges(values.column("b").to_numpy(), gap=max(max_width_us, 3_600_000_000))
 
