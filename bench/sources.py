@@ -1,7 +1,7 @@
 """Sources: decode throughput per codec, and InfluxDB line protocol end to end.
 
     python bench/sources.py [--messages 20000] [--lines 300000] [--batch 5000] [--connections 8]
-                             [--shapes live,backfill]
+                             [--shapes live,backfill] [--repeat 3]
 
 1. Decode: each codec decodes `--messages` generated messages in this process with polars and
    DuckDB limited to one thread (readings/s on one core). The Python codec runs its child
@@ -13,7 +13,9 @@
    the hot store (queryable). Two workloads (`--shapes`): "live", 1,000 devices at 1 Hz
    over the last 5 minutes, and "backfill", 50 devices every 50 s over 3.5 days (every
    reading in its own rollup minute, 84 lake hours per flush). Floor: 100,000 points
-   (lines)/s.
+   (lines)/s. Each shape runs `--repeat` times on a fresh data folder and the median is the
+   figure (every run listed: on a shared 2-core VM runs vary by +-20 %), with the server's
+   CPU per line (all its threads, from /proc), which varies less.
 3. The same requests to InfluxDB 1.6 (`influxd`, `apt-get install influxdb`) if installed:
    v1 `/write?db=bench&precision=ns`, timed until the last 204.
 """
@@ -198,8 +200,16 @@ SHAPES = {  # name: (devices, seconds between a device's points, what it stands 
 }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sensorlake_e2e(tmp: Path, bodies: list[bytes], lines: int, connections: int,
-                   devices: int, env: dict[str, str] | None = None) -> tuple[float, float]:
+                   devices: int, env: dict[str, str] | None = None
+                   ) -> tuple[float, float, float]:
+    """(seconds to queryable, seconds to the last 204, server CPU seconds) of one run."""
     data = tmp / "data"
     shutil.rmtree(data, ignore_errors=True)
     catalog = Catalog(data / "catalog.db")
@@ -213,17 +223,19 @@ def sensorlake_e2e(tmp: Path, bodies: list[bytes], lines: int, connections: int,
     try:
         headers = {"Authorization": f"Token {ingest}", "Content-Encoding": "gzip",
                    "Content-Type": "text/plain; charset=utf-8"}
+        cpu = cpu_seconds(server.proc.pid)
         start = time.perf_counter()
         acked = post_all(f"{server.url}/api/v2/write?org=o&bucket=b&precision=ns", headers,
                          bodies, connections)
         status = server.wait_drained(owner)
         elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(server.proc.pid) - cpu
         if status["worker"]["stored"] < lines * 3:
             raise RuntimeError(f"stored {status['worker']['stored']} readings, expected "
                                f"at least {lines * 3}")
     finally:
         server.stop()
-    return elapsed, acked
+    return elapsed, acked, cpu
 
 
 def influxdb_e2e(tmp: Path, bodies: list[bytes], connections: int) -> float | None:
@@ -265,6 +277,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--worker-batch-bytes", type=int, default=None,
                         help="the server's worker.batch_bytes (default: its own default)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="end-to-end runs per shape; the median is the figure")
     parser.add_argument("--shapes", default="live,backfill",
                         help="comma-separated workloads of the end-to-end run: "
                         + ", ".join(SHAPES))
@@ -282,13 +296,18 @@ def main() -> None:
                       for start in range(0, args.lines, args.batch)]
             env = {} if args.worker_batch_bytes is None else {
                 "SENSORLAKE_WORKER__BATCH_BYTES": str(args.worker_batch_bytes)}
-            elapsed, acked = sensorlake_e2e(tmp, bodies, args.lines, args.connections,
-                                            devices, env)
+            runs = sorted((sensorlake_e2e(tmp, bodies, args.lines, args.connections, devices,
+                                          env) for _ in range(args.repeat)),
+                          key=lambda run: run[0])
+            elapsed, acked, cpu = runs[len(runs) // 2]
+            listed = ", ".join(f"{args.lines / run[0]:,.0f}" for run in runs)
             rows += [(f"line protocol, {shape} ({meaning}): points/s to queryable "
-                      "(floor 100,000)", f"{args.lines / elapsed:,.0f} "
-                      f"({args.lines * 3 / elapsed:,.0f} field values/s)"),
-                     (f"line protocol, {shape}: points/s acknowledged (204)",
-                      f"{args.lines / acked:,.0f}")]
+                      "(median; floor 100,000)", f"{args.lines / elapsed:,.0f} "
+                      f"({args.lines * 3 / elapsed:,.0f} field values/s; runs: {listed})"),
+                     (f"line protocol, {shape}: points/s acknowledged (204), same run",
+                      f"{args.lines / acked:,.0f}"),
+                     (f"line protocol, {shape}: server CPU per point, same run (all threads)",
+                      f"{cpu / args.lines * 1e6:.1f} µs")]
         influx = influxdb_e2e(tmp, bodies, args.connections)
         rows.append(("InfluxDB 1.6, same requests: points/s acknowledged",
                      "not installed" if influx is None else f"{args.lines / influx:,.0f}"))
