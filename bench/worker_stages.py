@@ -30,7 +30,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import append_results
 from ingest_embedded import BASE, batch_bodies, single_bodies
-from sensorlake.config import Settings
+from sensorlake.auth.tokens import Principal, Role
+from sensorlake.config import LineProtocolSettings, Settings
+from sensorlake.ingest.lineprotocol import scan_body
 from sensorlake.log.base import Envelope
 from sensorlake.registry import Device
 from sensorlake.runtime import Runtime
@@ -39,16 +41,13 @@ from sources import line_batch
 
 def envelopes(kind: str, count: int, devices: int, interval_s: float) -> list[Envelope]:
     now = int(time.time() * 1e6)
-    if kind == "lp":  # `count` lines in requests of 5,000, cut per device as ingest does
+    if kind == "lp":  # `count` lines in requests of 5,000, cut into envelopes by ingest
+        principal = Principal("bench", Role.INGEST, "default")
         out = []
         for start in range(0, count, 5000):
-            body = line_batch(start, min(5000, count - start), devices, interval_s,
-                              count).split(b"\n")
-            for device in range(min(devices, len(body))):
-                payload = b"\n".join(body[device::devices])
-                out.append(Envelope(f"default/d{device}/lp/{start}", "default",
-                                    f"d{device}", "http:/api/v2/write", "line_protocol",
-                                    payload, now))
+            body = line_batch(start, min(5000, count - start), devices, interval_s, count)
+            out += scan_body(body, principal, LineProtocolSettings(), "ns", now,
+                             "http:/api/v2/write").envelopes
         return out
     bodies = batch_bodies(count, BASE) if kind == "batch" else single_bodies(count)
     out = []

@@ -177,6 +177,11 @@ class LineProtocolSettings(Section):
     lines_per_envelope: int = Field(
         200, gt=0, description="Lines of one device per log envelope (one request may "
         "make several).")
+    mixed_envelopes: bool = Field(
+        True, description="A request whose lines average under a quarter of "
+        "lines_per_envelope per device goes to the log in envelopes of many devices "
+        "(device id `*`; each line names its device): far fewer log rows for gateways "
+        "that send many devices at once.")
 
 
 class SensorCommunitySettings(Section):

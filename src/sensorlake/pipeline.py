@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from sensorlake.config import Settings
 from sensorlake.decode import decode
+from sensorlake.decode.lineprotocol import MANY_DEVICES, named_devices
 from sensorlake.errors import TransientError
 from sensorlake.log.base import Log, LogBatch, Span
 from sensorlake.pipeline_work import ComputedBatch, InThread, LakeFlush, PendingSpan
@@ -365,6 +366,9 @@ class Worker:
     def _register_unknown(self, entries: LogBatch, ctx: Context) -> Context:
         seen = set(zip(entries.table.column("tenant").to_pylist(),
                        entries.table.column("device_id").to_pylist(), strict=True))
+        if any(device == MANY_DEVICES for _, device in seen):
+            seen = {p for p in seen if p[1] != MANY_DEVICES} | named_devices(
+                entries.table, self.settings.line_protocol)
         known = set(zip(ctx.devices.column("tenant").to_pylist(),
                         ctx.devices.column("device_id").to_pylist(), strict=True))
         unknown = sorted(p for p in seen - known if p[1])

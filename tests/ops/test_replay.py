@@ -13,6 +13,8 @@ import pyarrow as pa
 import pytest
 
 from conftest import drain, envelope
+from sensorlake.decode.lineprotocol import MANY_DEVICES
+from sensorlake.log.base import Envelope
 from sensorlake.ops.scheduler import run_now
 from sensorlake.registry import Calibration, Device
 from sensorlake.runtime import Runtime
@@ -110,6 +112,35 @@ def test_replay_of_one_device_leaves_the_others_alone(
     assert changed == {"aq-2"}
     lake_changed = {b[1] for b, a in zip(before["lake"], after["lake"], strict=True) if b != a}
     assert lake_changed == {"aq-2"}
+
+
+def test_replay_of_one_device_in_envelopes_of_many_devices(
+        make_runtime: Callable[..., Runtime]) -> None:
+    rt = make_runtime()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    lines = [f"air,device={d} pm2_5={5 + i},pm10={9 + i} "
+             f"{int((start + timedelta(minutes=i)).timestamp()) * 10**9}"
+             for i in range(10) for d in ("aq-1", "aq-2")]
+    now_us = int(datetime.now(UTC).timestamp() * 1e6)
+    rt.log.append([Envelope(f"default/*/lp/test-{k}", "default", MANY_DEVICES, "test",
+                            "line_protocol", "\n".join(lines[k::4]).encode(), now_us)
+                   for k in range(4)])
+    drain(rt)
+    before = tables(rt)
+    assert {d for d, *_ in before["hot"]} == {"aq-1", "aq-2"}
+    for device in ("aq-1", "aq-2"):
+        rt.registry.upsert([Device(id=device, lat=52.1, lon=5.1,
+                                   calibration={"pm10": Calibration(offset=1.0)})])
+    rt._context_checked = 0.0
+    assert replay(rt, device="aq-2")["envelopes"] == 4
+    after = tables(rt)
+    changed = {(d, m) for (d, m, ts, v, _), (_, _, _, w, _) in zip(
+        before["hot"], after["hot"], strict=True) if v != w}
+    assert changed == {("aq-2", "pm10")}
+    assert len(after["lake"]) == len(before["lake"])
+    lake_changed = {(b[1], b[2]) for b, a in zip(before["lake"], after["lake"], strict=True)
+                    if b != a}
+    assert lake_changed == {("aq-2", "pm10")}
 
 
 def hot_rows(items: list[tuple[str, int, float, int]]) -> pa.Table:

@@ -85,7 +85,7 @@ def test_every_registered_codec_is_fuzzed() -> None:
 @pytest.mark.parametrize("name", LOG_CODECS)
 @FUZZ
 @given(payloads=st.lists(_payloads, min_size=1, max_size=4),
-       device=st.sampled_from(["dev-1", ""]))
+       device=st.sampled_from(["dev-1", "", "*"]))
 def test_log_codecs_never_raise(name: str, payloads: list[bytes], device: str) -> None:
     start = time.monotonic()
     batch = get_codec(name).decode(entries(payloads, name, device))

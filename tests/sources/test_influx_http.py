@@ -111,6 +111,32 @@ def test_one_bad_line_among_a_thousand(serve: Callable[..., Served]) -> None:
     assert bad["source"].endswith("line 418")
 
 
+def test_a_gateway_of_many_devices_shares_envelopes_and_registers_them(
+        serve: Callable[..., Served]) -> None:
+    api = serve(ingest={"auto_register": True})
+    stamp = (int(time.time()) - 600) * 1_000_000_000
+    batch = [f"air,device=gw-{i},site=roof pm2_5={i / 10} {stamp}" for i in range(1000)]
+    batch[7] = f"air,device=gw-7,site=a\\ b pm2_5=0.7 {stamp}"  # escaped: the precise path
+    batch[500] = f'air,device=gw-500 pm2_5="oops" {stamp}'
+    response = httpx.post(f"{api.url}/api/v2/write", content="\n".join(batch).encode(),
+                          headers={"Authorization": f"Token {api.ingest}"})
+    assert response.status_code == 204, response.text
+    stored = poll(lambda: [r for r in api.stored() if r[1] == "pm2_5"],
+                  lambda rows: len(rows) >= 999)
+    assert len(stored) == 999 and {r[0] for r in stored} == {
+        f"gw-{i}" for i in range(1000) if i != 500}
+    entries = api.runtime.log.read(0, max_messages=10_000).table
+    assert entries.column("device_id").to_pylist() == ["*"] * 5, "5 envelopes, not 1,000"
+    assert api.runtime.registry.get("default", "gw-999").id == "gw-999"
+    readings = api.client.get("/api/v1/devices/gw-7/readings",
+                              params={"metric": "pm2_5", "from": "-1h"},
+                              headers=api.headers(api.owner)).json()["results"]
+    assert [r["value"] for r in readings] == [0.7]
+    (bad,) = api.wait_quarantined(1)
+    assert bad["device_id"] == "gw-500" and bad["field"] == "pm2_5"
+    assert "gw-500: line 101: field 'pm2_5' is a string" in bad["reason"]
+
+
 def test_no_usable_line_is_400_and_still_quarantined(serve: Callable[..., Served]) -> None:
     api = serve()
     response = httpx.post(f"{api.url}/api/v2/write", content=b"garbage\nmore garbage",

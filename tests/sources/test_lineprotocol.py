@@ -6,9 +6,11 @@ path produces exactly what the precise path produces."""
 from __future__ import annotations
 
 import math
+import os
 import re
 
 import polars as pl
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,7 @@ from sensorlake.auth.tokens import Principal, Role
 from sensorlake.config import LineProtocolSettings, load_settings
 from sensorlake.decode import get_codec
 from sensorlake.decode.context import configure_codecs
+from sensorlake.decode.lineprotocol import MANY_DEVICES
 from sensorlake.decode.lp_grammar import (
     POINT_RE,
     LineSyntaxError,
@@ -29,7 +32,7 @@ from sensorlake.decode.lp_grammar import (
 from sensorlake.errors import AuthError
 from sensorlake.ingest.lineprotocol import check_lines, scan_body
 
-FUZZ = settings(max_examples=60, deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -154,6 +157,32 @@ def test_unattributed_lines_say_why(codecs: CodecSetup) -> None:
     assert "byte 4" in reasons[2]
 
 
+def test_an_envelope_of_many_devices_decodes_like_one_envelope_per_device(
+        codecs: CodecSetup) -> None:
+    codecs()
+    ts = "1795435100000000000"
+    body = [f"air,device=d1 pm2_5=1,pm10=2 {ts}", f'air,device=d2 pm2_5=2,s="x" {ts}',
+            "air,host=h3 pm2_5=3", "air,device=d\\ 4 pm2_5=4", "air pm2_5=5",
+            "air,device=d5,site=a\\ b pm2_5=8", f"air,device=d1 pm2_5=7 {int(ts) + 10**9}",
+            "air,device=d2 pm2_5=99999999999999999999i"]
+    codec = get_codec("line_protocol")
+    many = codec.decode(entries(["\n".join(body).encode()], "line_protocol", MANY_DEVICES))
+    found = sorted(rows(many.readings, "device_id", "metric", "value"))
+    assert found == [("d1", "pm10", 2.0), ("d1", "pm2_5", 1.0), ("d1", "pm2_5", 7.0),
+                     ("d2", "pm2_5", 2.0), ("d5", "pm2_5", 8.0), ("h3", "pm2_5", 3.0)]
+    for device in ("d1", "d2", "d5", "h3"):
+        mine = [line for line in body if f"={device} " in line or f"={device}," in line]
+        alone = codec.decode(entries(["\n".join(mine).encode()], "line_protocol", device))
+        assert alone.readings.drop_columns("msg_id").equals(many.readings.filter(
+            pc.equal(many.readings.column("device_id"), device)).drop_columns("msg_id"))
+    rejects = sorted(rows(many.rejects, "device_id", "reason"))
+    assert [d for d, _ in rejects] == ["", "", "d2", "d2"]
+    assert "line 5: no device: tag the line with device=<id>" in rejects[0][1] + rejects[1][1]
+    assert "tag value 'd 4' is not a valid device id" in rejects[0][1] + rejects[1][1]
+    assert "line_protocol: d2: line 2: field 's' is a string" in rejects[2][1] + rejects[3][1]
+    assert "line_protocol: d2: line 8" in rejects[2][1] + rejects[3][1]
+
+
 # -- the ingest scan --------------------------------------------------------------------------
 
 PRINCIPAL = Principal("tok", Role.INGEST, "default")
@@ -178,6 +207,21 @@ def test_scan_groups_lines_by_device_and_isolates_bad_lines() -> None:
     again = scan(body, lines_per_envelope=2)
     assert [e.msg_id for e in again.envelopes] == [e.msg_id for e in result.envelopes], \
         "a retried batch with timestamps makes the same message ids"
+
+
+def test_scan_puts_many_devices_with_few_lines_each_into_shared_envelopes() -> None:
+    body = "\n".join(f"air,device=d{i},site=x pm2_5={i} {i}" for i in range(1000)).encode()
+    result = scan(body)
+    assert result.good == 1000 and [e.device_id for e in result.envelopes] == [MANY_DEVICES] * 5
+    assert b"\n".join(e.payload for e in result.envelopes) == body, "200 lines each, in order"
+    assert all(e.msg_id.startswith("default/*/lp/") for e in result.envelopes)
+    assert [e.msg_id for e in scan(body).envelopes] == [e.msg_id for e in result.envelopes]
+    assert len(scan(body, mixed_envelopes=False).envelopes) == 1000
+    few = "\n".join(f"air,device=d{i % 3} pm2_5={i} {i}" for i in range(300)).encode()
+    assert [e.device_id for e in scan(few).envelopes] == ["d0", "d1", "d2"], "100 lines each"
+    bound = Principal("tok", Role.INGEST, "default", "d1")
+    alone = "\n".join(f"air pm2_5={i} {i}" for i in range(10)).encode()
+    assert [e.device_id for e in scan(alone, bound).envelopes] == ["d1"]
 
 
 def test_scan_without_timestamps_makes_new_messages() -> None:
@@ -208,7 +252,8 @@ _string = st.text(st.sampled_from(list('ab ,=\\"é\t')), max_size=8).map(
     lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"')
 _value = st.one_of(_number, _string, _string.map(lambda s: s[:-1]))
 _field = st.tuples(_key, _value).map("=".join)
-_tag = st.tuples(_key, _key).map("=".join)
+_tag = st.one_of(st.tuples(_key, _key).map("=".join), st.sampled_from(
+    ["device=d1", "device=d-2", "host=h1", "device=bad\\ id", "device=a\\,b", "device="]))
 _space = st.sampled_from([" ", "  "])
 
 
@@ -242,10 +287,10 @@ def test_ingest_checks_accept_exactly_what_the_parser_accepts(batch: list[str]) 
 
 
 @FUZZ
-@given(st.lists(lines(), min_size=1, max_size=40))
-def test_vectorized_and_precise_paths_agree(batch: list[str]) -> None:
+@given(st.lists(lines(), min_size=1, max_size=40), st.sampled_from(["dev-1", MANY_DEVICES]))
+def test_vectorized_and_precise_paths_agree(batch: list[str], device: str) -> None:
     configure_codecs(MAPPED)
-    table = entries(["\n".join(batch).encode()], "line_protocol", "dev-1")
+    table = entries(["\n".join(batch).encode()], "line_protocol", device)
     codec = get_codec("line_protocol")
     fast, slow = codec.decode(table), codec.decode(table, vectorize=False)
     assert fast.readings.equals(slow.readings)

@@ -10,15 +10,19 @@ Ingest does not decode values. Per request it runs two regular expressions over 
 once (pyarrow's RE2 kernels): the line-protocol grammar (`lp_grammar.POINT_RE`), to count
 bad lines and keep them apart, and one that extracts the device tag, which authorization
 needs (a token bound to a device may only write as that device). Good lines are grouped by
-device into envelopes of at most `line_protocol.lines_per_envelope` lines, raw bytes kept;
-each bad line becomes its own envelope, so the quarantine keeps exactly its bytes. The
-worker's `line_protocol*` codec does the rest.
+device into envelopes of at most `line_protocol.lines_per_envelope` lines, raw bytes kept.
+A request of many devices with few lines each (on average under a quarter of
+`lines_per_envelope`, such as a gateway's latest interval of 1,000 devices) is cut instead
+into envelopes of `lines_per_envelope` lines in the order sent, whose device id is `*`
+(MANY_DEVICES): each line names its device, and per-envelope costs (log row, message id,
+worker bookkeeping) are paid once per 200 lines, not once per 5. Each bad line becomes its
+own envelope, so the quarantine keeps exactly its bytes. The worker's `line_protocol*`
+codec does the rest.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,13 +32,12 @@ import polars as pl
 
 from sensorlake.auth.tokens import Action, Principal, authorize
 from sensorlake.config import LineProtocolSettings
-from sensorlake.decode.lineprotocol import CODEC_NAMES
+from sensorlake.decode.lineprotocol import CODEC_NAMES, MANY_DEVICES, line_devices
 from sensorlake.decode.lp_grammar import (
     POINT_RE,
     POINT_WITH_TS_RE,
     SIMPLE_POINT_RE,
     SKIP_RE,
-    tag_value_re,
 )
 from sensorlake.errors import AuthError, InputError
 from sensorlake.ingest.body import BodyTooLarge, read_body
@@ -56,23 +59,6 @@ class Scan:
     bad: int = 0
 
 
-def _named(lines: pl.DataFrame, device_tag: str, fallback_tag: str, simple: bool
-           ) -> pl.Series:
-    """The device tag of each line, else its fallback tag (as written), else null. A simple
-    line (no backslash, no quote) has no space before its fields, which bounds the search to
-    the measurement-and-tags section."""
-
-    def value(tag: str) -> pl.Series:
-        pattern = (rf"^ *[^ ]*?,{re.escape(tag)}=([^ ,]+)" if simple
-                   else tag_value_re(tag))
-        return lines.select(pl.col("line").str.extract(pattern, 1)).to_series()
-
-    named = value(device_tag)
-    if named.null_count():
-        named = named.fill_null(value(fallback_tag))
-    return named
-
-
 def check_lines(lines: pl.Series, device_tag: str, fallback_tag: str) -> pl.DataFrame:
     """Per line: `skip` (blank or comment), `point` (inside the grammar), `named` (the
     device tag, else the fallback tag, as written) and `has_ts`. Lines without backslash or
@@ -87,7 +73,8 @@ def check_lines(lines: pl.Series, device_tag: str, fallback_tag: str) -> pl.Data
         if part.height:
             parts.append(part.with_columns(
                 pl.col("line").str.contains(point).alias("point"),
-                _named(part, device_tag, fallback_tag, not special).alias("named"),
+                line_devices(part["line"], device_tag, fallback_tag, not special)
+                .alias("named"),
                 pl.col("line").str.contains(has_ts).alias("has_ts")))
     checked = pl.concat(parts).sort("row") if len(parts) > 1 else parts[0]
     return checked.select(
@@ -97,8 +84,9 @@ def check_lines(lines: pl.Series, device_tag: str, fallback_tag: str) -> pl.Data
 
 def scan_body(body: bytes, principal: Principal, settings: LineProtocolSettings,
               precision: str, received_at_us: int, source: str) -> Scan:
-    """Split a body into envelopes: one per device per `lines_per_envelope` good lines, one
-    per bad line. Raises AuthError(403) if a device-bound token names another device."""
+    """Split a body into envelopes: one per device per `lines_per_envelope` good lines (or
+    of many devices, see the module's docstring), one per bad line. Raises AuthError(403)
+    if a device-bound token names another device."""
     raw = body.split(b"\n")
     try:
         text = pl.Series(body.decode("utf-8").split("\n"), dtype=pl.String)
@@ -123,9 +111,15 @@ def scan_body(body: bytes, principal: Principal, settings: LineProtocolSettings,
     scan = Scan(good=good.height, bad=bad.height)
     codec = CODEC_NAMES[precision]
     tenant = principal.tenant
-    chunks = good.with_columns(
-        (pl.int_range(pl.len()).over("device") // settings.lines_per_envelope).alias("chunk")
-    ).group_by(["device", "chunk"], maintain_order=True).agg(
+    per = settings.lines_per_envelope
+    if (settings.mixed_envelopes and bound is None
+            and good.height * 4 < good["device"].n_unique() * per):
+        chunk = (pl.int_range(pl.len()) // per).alias("chunk")
+        grouped = good.with_columns(chunk, pl.lit(MANY_DEVICES).alias("device"))
+    else:
+        chunk = (pl.int_range(pl.len()).over("device") // per).alias("chunk")
+        grouped = good.with_columns(chunk)
+    chunks = grouped.group_by(["device", "chunk"], maintain_order=True).agg(
         pl.col("raw").str.join("\n"), pl.col("has_ts").all())
     for device, _, lines, timestamped in chunks.iter_rows():
         payload = lines.encode()

@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sensorlake.decode.lineprotocol import MANY_DEVICES
 from sensorlake.errors import ConfigError, InputError
 from sensorlake.log.base import LOG_ENTRY_SCHEMA, LogBatch, Span
 from sensorlake.model import READING_SCHEMA
@@ -103,11 +104,14 @@ def _read(files: list[LakeFile], schema: pa.Schema) -> pa.Table:
 
 
 def _matches(table: pa.Table, tenant: str | None, device: str | None) -> pa.Array:
+    """Rows of the tenant and device asked for; log entries of many devices (line protocol,
+    device id `*`) match any device, and what they derive is filtered after decoding."""
     mask = pa.array([True] * table.num_rows, pa.bool_())
     if tenant is not None:
         mask = pc.and_(mask, pc.equal(table.column("tenant"), tenant))
     if device is not None:
-        mask = pc.and_(mask, pc.equal(table.column("device_id"), device))
+        ids = table.column("device_id")
+        mask = pc.and_(mask, pc.or_(pc.equal(ids, device), pc.equal(ids, MANY_DEVICES)))
     return mask
 
 
@@ -167,7 +171,7 @@ def _replay_window(rt: Any, stages: list[Stage], start: datetime, end: datetime,
         lo_off = a if first == 0 else part.column("offset")[0].as_py()
         hi_off = b if first + CHUNK_ENVELOPES >= entries.num_rows else \
             entries.column("offset")[first + CHUNK_ENVELOPES].as_py() - 1
-        readings = _derive(rt, stages, part)
+        readings = _derive(rt, stages, part, tenant, device)
         rt.hot.replace_span(lo_off, hi_off, readings, devices, tenant)
         commit_stages(stages)
         touched.append(readings.select(["ts"]))
@@ -188,15 +192,21 @@ def _replay_window(rt: Any, stages: list[Stage], start: datetime, end: datetime,
             rebuild(tenant, device, low, high)
 
 
-def _derive(rt: Any, stages: list[Stage], entries: pa.Table) -> pa.Table:
-    """Decode and run the stages exactly as a worker does; HOT_SCHEMA with log_offset."""
+def _derive(rt: Any, stages: list[Stage], entries: pa.Table, tenant: str | None,
+            device: str | None) -> pa.Table:
+    """Decode and run the stages exactly as a worker does; HOT_SCHEMA with log_offset, of
+    the tenant and device asked for only."""
     ctx = rt.context()
     batch = run_isolating(LogBatch(entries), stages, ctx)
-    if batch.rejects.num_rows:
-        rt.quarantine.write(quarantine_rows(batch.rejects, entries))
+    readings, rejects = batch.readings, batch.rejects
+    if device is not None:
+        readings = readings.filter(_matches(readings, tenant, device))
+        rejects = rejects.filter(_matches(rejects, tenant, device))
+    if rejects.num_rows:
+        rt.quarantine.write(quarantine_rows(rejects, entries))
     offsets = entries.column("offset").take(
-        pc.index_in(batch.readings.column("msg_id"), value_set=entries.column("msg_id")))
-    return batch.readings.append_column("log_offset", offsets).select(HOT_SCHEMA.names) \
+        pc.index_in(readings.column("msg_id"), value_set=entries.column("msg_id")))
+    return readings.append_column("log_offset", offsets).select(HOT_SCHEMA.names) \
         .cast(HOT_SCHEMA)
 
 
