@@ -1,7 +1,8 @@
 """Zero loss, no duplicates for the sources, across kill -9.
 
 A Telegraf-like client posts 10,000 line-protocol points (gzip, 250 lines per request, with
-timestamps) to `/api/v2/write`, and a ChirpStack-like client posts 200 uplinks to the HTTP
+timestamps; every other request one line of each of 250 devices, which the log holds as
+envelopes of many devices) to `/api/v2/write`, and a ChirpStack-like client posts 200 uplinks to the HTTP
 integration, each retrying the same bytes until it gets a 2xx, as Telegraf and ChirpStack do.
 The server is killed with SIGKILL twice while they send and restarted on the same folder.
 After a graceful stop the hot store and the Parquet lake must each hold exactly the readings
@@ -30,6 +31,8 @@ from sensorlake.registry import Device, DeviceRegistry
 
 DEVICES = [f"tg-{i}" for i in range(5)]
 BATCHES, LINES = 40, 250
+GATEWAY = [f"gw-{i}" for i in range(LINES)]
+"""Every other batch carries one line of each of 250 devices: envelopes of many devices."""
 UPLINKS = 200
 DEADLINE = 150.0
 
@@ -80,7 +83,7 @@ def line_requests(base_s: int) -> tuple[list[tuple[str, bytes, dict[str, str]]],
         lines = []
         for k in range(LINES):
             n = batch * LINES + k
-            device = DEVICES[n % len(DEVICES)]
+            device = DEVICES[n % len(DEVICES)] if batch % 2 == 0 else GATEWAY[k]
             lines.append(f"air,device={device},site=kill9 pm2_5={n % 500 / 10},"
                          f"temperature={(n % 300) / 10 - 5} {(base_s + n) * 1_000_000_000}")
         requests.append(("/api/v2/write?bucket=kill9&org=test",
@@ -104,7 +107,8 @@ def uplink_requests(base_s: int) -> tuple[list[tuple[str, bytes, dict[str, str]]
 def test_sources_survive_kill9(tmp_path: Path, make_server: Callable[..., Server]) -> None:
     data = tmp_path / "data"
     catalog = Catalog(data / "catalog.db")
-    DeviceRegistry(catalog).upsert([Device(id=d, lat=52.0, lon=5.0) for d in DEVICES] + [
+    DeviceRegistry(catalog).upsert([Device(id=d, lat=52.0, lon=5.0)
+                                    for d in DEVICES + GATEWAY] + [
         Device(id="lora-42", lat=52.1, lon=5.1, tags={"dev_eui": "70b3d57ed0000042"})])
     token, _ = TokenStore(catalog).create(Role.INGEST, "default", label="kill9")
     catalog.close()
