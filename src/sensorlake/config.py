@@ -175,8 +175,8 @@ class LineProtocolSettings(Section):
         default_factory=dict, description="Field -> metric, keyed `measurement.field` or "
         "`field` (\"\" = ignore); unmapped fields keep their name.")
     lines_per_envelope: int = Field(
-        200, gt=0, description="Lines of one device per log envelope (one request may "
-        "make several).")
+        200, gt=0, description="Most lines per log envelope, of one device or of many "
+        "(see mixed_envelopes); one request may make several.")
     mixed_envelopes: bool = Field(
         True, description="A request whose lines average under a quarter of "
         "lines_per_envelope per device goes to the log in envelopes of many devices "
