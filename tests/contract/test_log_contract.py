@@ -244,6 +244,8 @@ def test_read_span_and_prune(make: Factory) -> None:
         log.read_span(Span(4, 7))
     with pytest.raises(NotFound, match="11-12"):
         log.read_span(Span(10, 12))
+    with pytest.raises(NotFound, match="offsets 4-5, 11-1000000000000 are not retained"):
+        log.read_span(Span(4, 10**12))  # named as runs, not listed one by one
     log.append(envs(range(11, 13), received_at=OLD))
     log.ack("slow", Span(1, 7))
     assert log.prune() == 0  # 11..12 are old but above the slowest consumer's position

@@ -2,8 +2,9 @@
 
 A Telegraf-like client posts 10,000 line-protocol points (gzip, 250 lines per request, with
 timestamps; every other request one line of each of 250 devices, which the log holds as
-envelopes of many devices) to `/api/v2/write`, and a ChirpStack-like client posts 200 uplinks to the HTTP
-integration, each retrying the same bytes until it gets a 2xx, as Telegraf and ChirpStack do.
+envelopes of many devices) to `/api/v2/write`, and a ChirpStack-like client posts 200
+uplinks to the HTTP integration, each retrying the same bytes until it gets a 2xx, as
+Telegraf and ChirpStack do.
 The server is killed with SIGKILL twice while they send and restarted on the same folder.
 After a graceful stop the hot store and the Parquet lake must each hold exactly the readings
 sent: every acknowledged one, none twice, nothing quarantined.

@@ -58,7 +58,7 @@ from sensorlake.log.memory import (
     LogClosed,
     Row,
     build_batch,
-    describe_offsets,
+    describe_missing,
     now_us,
     take_rows,
 )
@@ -346,9 +346,8 @@ class JetStreamLog:
         rows = self._call(self._fetch(span.first, span.count, 1 << 62, 0, span.last),
                           timeout=120)
         if len(rows) != span.count:
-            present = {r[0] for r in rows}
-            missing = [o for o in range(span.first, span.last + 1) if o not in present]
-            raise NotFound(f"log offsets {describe_offsets(missing)} are not retained "
+            missing = describe_missing(span.first, span.last, (r[0] for r in rows))
+            raise NotFound(f"log offsets {missing} are not retained "
                            "(purged after acknowledgement, or never appended)")
         return build_batch(rows)
 

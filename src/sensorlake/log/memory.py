@@ -41,14 +41,17 @@ def settle(future: Future[T], outcome: T | BaseException) -> None:
         future.set_result(outcome)
 
 
-def describe_offsets(offsets: Sequence[int]) -> str:
-    """`[3, 4, 5, 9]` -> `3-5, 9`."""
-    runs: list[list[int]] = []
-    for off in offsets:
-        if runs and runs[-1][1] == off - 1:
-            runs[-1][1] = off
-        else:
-            runs.append([off, off])
+def describe_missing(first: int, last: int, present: Iterable[int]) -> str:
+    """The offsets of first..last not in `present` as runs (`3-5, 9`), found from the gaps
+    between present offsets: a huge absent range is one run, not a list of its offsets."""
+    runs: list[tuple[int, int]] = []
+    expected = first
+    for off in sorted({o for o in present if first <= o <= last}):
+        if off > expected:
+            runs.append((expected, off - 1))
+        expected = off + 1
+    if expected <= last:
+        runs.append((expected, last))
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
@@ -271,9 +274,8 @@ class LogCore(ABC):
     def read_span(self, span: Span) -> LogBatch:
         rows = self._span_rows(span)
         if len(rows) != span.count:
-            present = {row[0] for row in rows}
-            missing = [o for o in range(span.first, span.last + 1) if o not in present]
-            raise NotFound(f"log offsets {describe_offsets(missing)} are not retained "
+            missing = describe_missing(span.first, span.last, (row[0] for row in rows))
+            raise NotFound(f"log offsets {missing} are not retained "
                            "(pruned after acknowledgement, or never appended)")
         return build_batch(rows)
 
@@ -370,7 +372,10 @@ class MemoryLog(LogCore):
 
     def _span_rows(self, span: Span) -> list[Row]:
         with self._cond:
-            return [r for o in range(span.first, span.last + 1) if (r := self._rows.get(o))]
+            rows = self._rows
+            if span.count <= len(rows):
+                return [r for o in range(span.first, span.last + 1) if (r := rows.get(o))]
+            return [r for o, r in rows.items() if span.first <= o <= span.last]  # ascending
 
     def _received_at(self, offset: int) -> int | None:
         with self._cond:
