@@ -228,23 +228,25 @@ class LineProtocolCodec:
     def _precise(self, lines: pl.DataFrame, devices: list[str],
                  settings: LineProtocolSettings) -> tuple[list[tuple], list[tuple]]:
         rows: list[tuple] = []
-        rejects: list[tuple[Any, ...]] = []
+        rejects: list[tuple[int, str | None, Any, str, str]] = []
         for entry, line_no, line, utf8, single in lines.select(
                 "entry", "line_no", "line", "utf8", "single").iter_rows():
             where = "" if single else f"line {line_no}"
+            device = devices[entry]
+            known = "" if device == MANY_DEVICES else device  # until the tags name one
             if not utf8:
-                rejects.append((entry, where or None, None, _at(where, "not valid UTF-8")))
+                rejects.append((entry, where or None, None, _at(where, "not valid UTF-8"),
+                                known))
                 continue
             try:
                 point = parse_line(line)
             except LineSyntaxError as exc:
                 rejects.append((entry, where or None, line,
-                                _at(where, f"byte {exc.offset}: {exc}")))
+                                _at(where, f"byte {exc.offset}: {exc}"), known))
                 continue
             if point is None:
                 continue
-            device = devices[entry]
-            if not device or device == MANY_DEVICES:
+            if not known:
                 named = _first_tag(point.tags, settings.device_tag,
                                    settings.fallback_tag)
                 if device and named and re.match(DEVICE_ID_PATTERN, named):
@@ -255,7 +257,7 @@ class LineProtocolCodec:
                               f"no device: tag the line with {settings.device_tag}=<id> (or "
                               f"{settings.fallback_tag}=), or send it with a token bound to "
                               "a device")
-                    rejects.append((entry, where or None, line, _at(where, reason)))
+                    rejects.append((entry, where or None, line, _at(where, reason), ""))
                     continue
             try:
                 ts = None if point.timestamp is None else timestamp_ns(point.timestamp,
@@ -318,9 +320,7 @@ class LineProtocolCodec:
         if not rejects:
             return REJECT_SCHEMA.empty_table()
         take = pa.array([r[0] for r in rejects], pa.int64())
-        entry_devices = entries.column("device_id").take(take).to_pylist()
-        devices = [r[4] if len(r) > 4 else ("" if d == MANY_DEVICES else d)
-                   for r, d in zip(rejects, entry_devices, strict=True)]
+        devices = [r[4] for r in rejects]
         return pa.table({
             "msg_id": entries.column("msg_id").take(take),
             "tenant": entries.column("tenant").take(take),
